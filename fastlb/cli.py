@@ -1,0 +1,51 @@
+"""The `fastlb` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvloop
+
+from fastlb import __version__
+from fastlb.app import Balancer
+from fastlb.config import Config, default, load
+from fastlb.errors import ConfigError, FastlbError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastlb",
+        description="A consistent-hashing HTTP/1.1 load balancer that runs its replicas.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML config (default: embedded)")
+    parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument("--version", action="version", version=f"fastlb {__version__}")
+    return parser
+
+
+async def _serve(config: Config) -> int:
+    return await Balancer(config).run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load(args.config) if args.config else default()
+    except ConfigError as exc:
+        print(f"fastlb: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{config.source}: ok")
+        return 0
+    logging.basicConfig(
+        level=args.log_level.upper(), format="fastlb: %(message)s", stream=sys.stderr
+    )
+    try:
+        return uvloop.run(_serve(config))
+    except FastlbError as exc:
+        print(f"fastlb: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,65 @@
+"""The edits a proxy makes to a head on its way through, done on the raw bytes.
+
+The common request (no hop-by-hop header, no X-Forwarded-* of its own) is forwarded as received
+with the X-Forwarded-* lines spliced in before the blank line: one concatenation. Anything else
+takes the line-by-line path, which drops hop-by-hop headers (and those the Connection header
+names, RFC 9110 section 7.6.1) and extends X-Forwarded-For rather than trusting a client's
+X-Forwarded-Proto.
+"""
+
+from __future__ import annotations
+
+from fastlb.http.head import HOP_BY_HOP, RequestHead
+
+
+def forwarded_lines(client_ip: str, proto: str = "http") -> bytes:
+    """The X-Forwarded-* lines for one client connection, built once per connection."""
+    return f"X-Forwarded-For: {client_ip}\r\nX-Forwarded-Proto: {proto}\r\n".encode("latin-1")
+
+
+def request_head_out(head: RequestHead, client_ip: bytes, forwarded: bool, xff: bytes) -> bytes:
+    """The head to send to the replica. `xff` is `forwarded_lines(client_ip)`."""
+    raw = head.raw
+    if not head.rewrite:
+        return raw[:-2] + xff + b"\r\n" if forwarded else raw
+    return rewrite_head(raw, forwarded, client_ip, xff)
+
+
+def _connection_tokens(lines: list[bytes]) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for line in lines:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return tokens
+
+
+def rewrite_head(raw: bytes, forwarded: bool, client_ip: bytes, xff: bytes) -> bytes:
+    """Drop hop-by-hop fields and set X-Forwarded-*; the request/status line is kept as is."""
+    lines = raw[:-4].split(b"\r\n")
+    drop = HOP_BY_HOP | _connection_tokens(lines[1:])
+    if forwarded:
+        drop = drop | {b"x-forwarded-proto"}
+    out = [lines[0]]
+    prior_xff: list[bytes] = []
+    dropping = False
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t"):  # obs-fold continuation goes with its field
+            if not dropping:
+                out.append(line)
+            continue
+        name = line.partition(b":")[0].strip().lower()
+        dropping = name in drop or (forwarded and name == b"x-forwarded-for")
+        if forwarded and name == b"x-forwarded-for":
+            prior_xff.append(line.partition(b":")[2].strip())
+        if not dropping:
+            out.append(line)
+    out.append(b"")
+    head = b"\r\n".join(out)
+    if forwarded:
+        if prior_xff:
+            chain = b", ".join([*prior_xff, client_ip])
+            head += b"X-Forwarded-For: " + chain + b"\r\nX-Forwarded-Proto: http\r\n"
+        else:
+            head += xff
+    return head + b"\r\n"

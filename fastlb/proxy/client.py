@@ -1,0 +1,590 @@
+"""One client connection: read a request head, pick a replica, relay both ways, repeat.
+
+The connection handles one exchange at a time; pipelined requests wait in `buf` (reading pauses
+when it grows) and are answered in order. Request and response bodies are relayed as the bytes
+arrived, never re-serialised: the head parser sees only the head, and `framing` finds where a
+body ends. Flow control follows uvicorn's model: a transport whose write buffer passes its high
+water mark pauses the reading side that feeds it, both directions, so a slow reader makes a fast
+writer wait instead of making fastlb buffer.
+
+Timeouts are not timer objects: each connection keeps one `deadline` float that the server's
+single periodic sweep compares with the clock, so a request costs no timer allocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, cast
+
+from fastlb.http.errors import HttpError
+from fastlb.http.framing import ChunkedFramer
+from fastlb.http.head import CHUNKED, UNTIL_CLOSE, RequestHead
+from fastlb.http.messages import error_response, unknown_path_message
+from fastlb.http.response import parse_response_head
+from fastlb.http.rewrite import forwarded_lines, request_head_out
+from fastlb.proxy.upstream import BackendConnection, Upstream
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from fastlb.proxy.server import ProxyServer
+    from fastlb.routing import Route
+
+# Exchange states of the client side.
+HEAD = 0  # waiting for (the rest of) a request head
+BODY = 1  # relaying the request body to the replica
+WAIT = 2  # request fully forwarded; the response is awaited or being relayed
+CLOSED = 3
+
+# Response states.
+R_NONE = 0
+R_HEAD = 1
+R_LENGTH = 2
+R_CHUNKED = 3
+R_CLOSE = 4
+
+# Reasons to pause reading from the client; reading resumes when none is left.
+P_PIPELINE = 1  # too many pipelined bytes waiting
+P_BACKEND = 2  # the replica's socket buffer is full (request body upload)
+P_PENDING = 4  # body bytes waiting for a replica connection to open
+
+#: A replica's response head larger than this is treated as garbage.
+MAX_RESPONSE_HEAD = 64 * 1024
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "backend",
+        "buf",
+        "cands",
+        "client_keep",
+        "deadline",
+        "eof",
+        "head",
+        "head_started",
+        "ip",
+        "key",
+        "out_head",
+        "pauses",
+        "pending",
+        "pending_bytes",
+        "req_framer",
+        "req_left",
+        "resp_buf",
+        "resp_framer",
+        "resp_head",
+        "resp_keep",
+        "resp_left",
+        "resp_started",
+        "resp_state",
+        "route",
+        "seq",
+        "server",
+        "state",
+        "transport",
+        "tried",
+        "upstream",
+        "wpaused",
+        "xff",
+    )
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set on connect
+        self.state = HEAD
+        self.buf = b""
+        self.head: RequestHead | None = None
+        self.head_started = False
+        self.eof = False
+        self.deadline = 0.0
+        self.pauses = 0
+        self.wpaused = False
+        self.seq = 0
+        self.ip = b""
+        self.xff = b""
+        # the exchange in progress
+        self.route: Route[Upstream] | None = None
+        self.key = b""
+        self.cands: Iterator[int] | None = None
+        self.tried: set[Upstream] | None = None
+        self.upstream: Upstream | None = None
+        self.backend: BackendConnection | None = None
+        self.out_head = b""
+        self.pending: list[bytes] | None = None
+        self.pending_bytes = 0
+        self.req_left = 0
+        self.req_framer: ChunkedFramer | None = None
+        self.resp_state = R_NONE
+        self.resp_buf = b""
+        self.resp_head = b""
+        self.resp_left = 0
+        self.resp_framer: ChunkedFramer | None = None
+        self.resp_keep = False
+        self.resp_started = False
+        self.client_keep = False
+
+    # ----------------------------------------------------------------- asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        server = self.server
+        transport.set_write_buffer_limits(server.high_water, server.low_water)
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if peer else ""
+        self.ip = ip.encode("latin-1")
+        self.xff = forwarded_lines(ip)
+        # HAProxy's `timeout http-request`: the first head must come within header_timeout.
+        self.deadline = server.loop.time() + server.header_timeout
+        self.head_started = True
+        server.clients.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state == HEAD:
+            if self.buf:
+                data = self.buf + data
+                self.buf = b""
+            self._read_head(data)
+        elif state == BODY:
+            self._request_body(data)
+        elif state == WAIT:
+            self.buf += data
+            if len(self.buf) > self.server.high_water:
+                self._pause(P_PIPELINE)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        # A client may half-close after its last request: answer it, then close.
+        return self.state == WAIT
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = CLOSED
+        self.server.clients.discard(self)
+        backend = self.backend
+        if backend is not None:
+            # The response was not read to its end: that connection is out of step.
+            self.backend = None
+            backend.client = None
+            backend.close()
+
+    def pause_writing(self) -> None:
+        # The client reads slower than the replica writes: stop reading the replica.
+        self.wpaused = True
+        if self.backend is not None:
+            self.backend.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.wpaused = False
+        if self.backend is not None:
+            self.backend.resume_reading()
+
+    # --------------------------------------------------------------- called by the backend
+    def backend_full(self) -> None:
+        self._pause(P_BACKEND)
+
+    def backend_drained(self) -> None:
+        self._resume(P_BACKEND)
+
+    def backend_data(self, data: bytes) -> None:
+        rs = self.resp_state
+        if rs == R_LENGTH:  # the common case, kept first and flat
+            left = self.resp_left
+            n = len(data)
+            if n < left:
+                self.resp_left = left - n
+                self.transport.write(data)
+                return
+            if n > left:
+                data = data[:left]
+                self.resp_keep = False  # bytes past the response: out of step
+            self.transport.write(data)
+            self._response_done()
+            return
+        head_out = b""
+        if rs == R_HEAD:
+            if self.resp_buf:
+                data = self.resp_buf + data
+                self.resp_buf = b""
+            while True:
+                end = data.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(data) > MAX_RESPONSE_HEAD:
+                        self._backend_failed(502, "replica sent an oversize response head")
+                    else:
+                        self.resp_buf = data
+                    return
+                if not self._response_head(data[: end + 4]):
+                    return
+                data = data[end + 4 :]
+                if self.resp_state != R_HEAD:
+                    break
+                # An interim 1xx response went out; the final one follows.
+            head_out = self.resp_head
+            self.resp_head = b""
+            rs = self.resp_state
+        used = len(data)
+        done = False
+        if rs == R_LENGTH:
+            left = self.resp_left
+            if used >= left:
+                used, done = left, True
+            self.resp_left = left - used
+        elif rs == R_CHUNKED:
+            assert self.resp_framer is not None
+            try:
+                end = self.resp_framer.feed(data)
+            except HttpError as exc:
+                self._response_cut(f"replica sent a bad chunked body: {exc.message}")
+                return
+            if end >= 0:
+                used, done = end, True
+        elif rs == R_NONE:  # a response without a body
+            used, done = 0, True
+        if used < len(data):
+            self.resp_keep = False
+            data = data[:used]
+        if head_out:
+            if data:
+                self.transport.writelines((head_out, data))
+            else:
+                self.transport.write(head_out)
+        elif data:
+            self.transport.write(data)
+        if done:
+            self._response_done()
+
+    def backend_lost(self, conn: BackendConnection) -> None:
+        """The replica closed the connection during this exchange."""
+        self.backend = None
+        if self.state == CLOSED:
+            return
+        if self.resp_state == R_CLOSE:  # a close-delimited body ends here
+            self.resp_keep = False
+            self._response_done()
+        elif not self.resp_started:
+            head = self.head
+            assert head is not None and self.upstream is not None
+            if conn.reused and not self.resp_buf and head.length == 0 and self.state == WAIT:
+                # A pooled connection the replica had closed while idle: nothing of the
+                # response arrived, the request has no body, so it is safe to send again.
+                self.upstream.retries += 1
+                self.server.retries += 1
+                self._connect(self.upstream)
+            else:
+                self._backend_failed(502, "replica closed the connection before answering")
+        else:
+            self._response_cut("replica closed the connection mid-response")
+
+    # -------------------------------------------------------------- the request side
+    def _read_head(self, data: bytes) -> None:
+        server = self.server
+        if data[:2] == b"\r\n":  # RFC 9112 2.2: ignore empty lines before a request
+            data = data.lstrip(b"\r\n")
+            if not data:
+                return
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            if len(data) > server.max_header_bytes:
+                self._refuse(431, f"request headers over {server.max_header_bytes} bytes")
+                return
+            self.buf = data
+            if not self.head_started:
+                self.head_started = True
+                self.deadline = server.loop.time() + server.header_timeout
+            return
+        end += 4
+        if end > server.max_header_bytes:
+            self._refuse(431, f"request headers over {server.max_header_bytes} bytes")
+            return
+        try:
+            head = server.parser.parse(data[:end] if end < len(data) else data)
+        except HttpError as exc:
+            self._refuse(exc.status, exc.message)
+            return
+        self._dispatch(head, data[end:])
+
+    def _dispatch(self, head: RequestHead, rest: bytes) -> None:
+        server = self.server
+        server.requests += 1
+        self.head = head
+        self.head_started = False
+        self.seq += 1
+        paths = server.paths
+        if paths is not None and head.path not in paths:
+            server.rejected += 1
+            keep = head.length == 0 and head.keep_alive and not self.eof
+            self.transport.write(error_response(400, unknown_path_message(head.path), close=not keep))
+            if keep:
+                self._next_request(rest)
+            else:
+                self._close()
+            return
+        length = head.length
+        if length == 0:
+            self.state = WAIT
+        else:
+            self.state = BODY
+            if length == CHUNKED:
+                self.req_framer = ChunkedFramer()
+                # Refuse a malformed body before a byte of the request leaves, when the
+                # bad framing arrived with the head (it usually does).
+                try:
+                    ChunkedFramer().feed(rest)
+                except HttpError as exc:
+                    self._refuse(400, exc.message)
+                    return
+            else:
+                self.req_left = length
+        route = server.route
+        self.route = route
+        self.key = key = server.key_fn(head, self.ip)
+        self.out_head = request_head_out(head, self.ip, server.forwarded, self.xff)
+        self.resp_state = R_HEAD
+        self.resp_started = False
+        self.deadline = server.loop.time() + server.backend_timeout
+        upstream = route.upstreams[route.table.lookup(key)]
+        self.pending = None
+        backend = upstream.acquire()
+        if backend is not None:
+            self.upstream = upstream
+            upstream.requests += 1
+            self._attach(backend)
+        else:
+            self._connect(upstream)
+        if rest:
+            if self.state == BODY:
+                self._request_body(rest)
+            else:
+                self.buf = rest
+                if len(rest) > server.high_water:
+                    self._pause(P_PIPELINE)
+
+    def _request_body(self, data: bytes) -> None:
+        framer = self.req_framer
+        rest = b""
+        if framer is None:
+            left = self.req_left
+            if len(data) > left:
+                data, rest = data[:left], data[left:]
+            self.req_left = left - len(data)
+            done = self.req_left == 0
+        else:
+            try:
+                end = framer.feed(data)
+            except HttpError as exc:
+                self._refuse(400, exc.message)
+                return
+            done = end >= 0
+            if done and end < len(data):
+                data, rest = data[:end], data[end:]
+        backend = self.backend
+        if backend is not None:
+            assert backend.transport is not None
+            backend.transport.write(data)
+        else:
+            if self.pending is None:
+                self.pending = []
+            self.pending.append(data)
+            self.pending_bytes += len(data)
+            if self.pending_bytes > self.server.high_water:
+                self._pause(P_PENDING)
+        if done:
+            self.req_framer = None
+            self.state = WAIT
+            if rest:
+                self.buf = rest
+                if len(rest) > self.server.high_water:
+                    self._pause(P_PIPELINE)
+
+    # ------------------------------------------------------------ choosing a replica
+    def _connect(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        upstream.requests += 1
+        task = self.server.loop.create_task(upstream.connect())
+        seq = self.seq
+        task.add_done_callback(lambda t: self._connected(t, seq))
+
+    def _connected(self, task: asyncio.Task[BackendConnection], seq: int) -> None:
+        current = seq == self.seq and self.state != CLOSED and self.resp_state == R_HEAD
+        if task.cancelled() or task.exception() is not None:
+            if current:
+                self._next_candidate()
+            return
+        conn = task.result()
+        if not current:
+            conn.upstream.release(conn)  # that exchange is over; the connection is still good
+            return
+        conn.reused = False
+        self._attach(conn)
+        self._resume(P_PENDING)
+
+    def _attach(self, backend: BackendConnection) -> None:
+        self.backend = backend
+        backend.client = self
+        if self.wpaused:
+            backend.pause_reading()
+        transport = backend.transport
+        assert transport is not None
+        pending = self.pending
+        if pending:
+            self.pending = None
+            self.pending_bytes = 0
+            transport.writelines([self.out_head, *pending])
+        else:
+            # out_head stays until the response starts: a stale pooled connection resends it.
+            transport.write(self.out_head)
+
+    def _next_candidate(self) -> None:
+        """The chosen replica refused or timed out before a byte was sent: try the next one."""
+        route = self.route
+        assert route is not None and self.upstream is not None
+        self.upstream.failures += 1
+        if self.cands is None:
+            self.cands = route.table.candidates(self.key)
+            self.tried = set()
+        tried = self.tried
+        assert tried is not None
+        tried.add(self.upstream)
+        for index in self.cands:
+            upstream = route.upstreams[index]
+            if upstream not in tried:
+                self.server.retries += 1
+                self._connect(upstream)
+                return
+        self._backend_failed(503, "no replica is available to serve the request")
+
+    # ------------------------------------------------------------ the response side
+    def _response_head(self, raw: bytes) -> bool:
+        head = self.head
+        assert head is not None and self.upstream is not None
+        try:
+            rh = parse_response_head(
+                raw, head.method == b"HEAD", head.keep_alive and not self.eof, head.http11
+            )
+        except HttpError as exc:
+            self._backend_failed(502, exc.message)
+            return False
+        status = rh.status
+        if status < 200:
+            self.transport.write(rh.out)
+            return True
+        codes = self.upstream.responses
+        codes[status] = codes.get(status, 0) + 1
+        self.resp_started = True
+        self.resp_keep = rh.keep_alive
+        length = rh.length
+        self.client_keep = head.keep_alive and length != UNTIL_CLOSE and not self.eof
+        self.deadline = 0.0
+        if length > 0:
+            self.resp_state = R_LENGTH
+            self.resp_left = length
+        elif length == CHUNKED:
+            self.resp_state = R_CHUNKED
+            self.resp_framer = ChunkedFramer()
+        elif length == UNTIL_CLOSE:
+            self.resp_state = R_CLOSE
+        else:
+            self.resp_state = R_NONE
+        self.resp_head = rh.out  # written together with the first body bytes
+        return True
+
+    def _response_done(self) -> None:
+        backend = self.backend
+        self.backend = None
+        request_done = self.state != BODY
+        if backend is not None:
+            upstream = backend.upstream
+            if self.resp_keep and request_done:
+                upstream.release(backend)
+            else:
+                backend.client = None
+                backend.close()
+        self.resp_state = R_NONE
+        self.resp_framer = None
+        if not (self.client_keep and request_done) or self.eof:
+            self._close()
+            return
+        self._next_request(self.buf)
+
+    def _next_request(self, rest: bytes) -> None:
+        self.state = HEAD
+        self.head = None
+        self.cands = None
+        self.tried = None
+        self.buf = b""
+        self.deadline = self.server.loop.time() + self.server.idle_timeout
+        self._resume(P_PIPELINE)
+        if rest:
+            self._read_head(rest)
+
+    # -------------------------------------------------------------------- failures
+    def _refuse(self, status: int, message: str) -> None:
+        """The client sent something fastlb will not forward: answer, close, forward nothing."""
+        self.server.refused += 1
+        self._drop_backend()
+        if self.state != CLOSED:
+            self.transport.write(error_response(status, message, close=True))
+            self._close()
+
+    def _backend_failed(self, status: int, message: str) -> None:
+        """No usable response came from a replica; the client gets a spec-shaped error."""
+        if self.upstream is not None and status != 503:
+            self.upstream.failures += 1
+        self._drop_backend()
+        head = self.head
+        keep = self.state == WAIT and head is not None and head.keep_alive and not self.eof
+        self.transport.write(error_response(status, message, close=not keep))
+        if keep:
+            self.resp_state = R_NONE
+            self._next_request(self.buf)
+        else:
+            self._close()
+
+    def _response_cut(self, why: str) -> None:
+        """A response broke after its head went out: the client can only see a cut."""
+        if self.upstream is not None:
+            self.upstream.failures += 1
+        self._drop_backend()
+        self._close()
+
+    def on_deadline(self) -> None:
+        """Called by the server's sweep when `deadline` has passed."""
+        if self.state == HEAD:
+            if self.buf:
+                self._refuse(408, "request headers not received in time")
+            else:
+                self._close()  # an idle keep-alive connection: close quietly
+        elif not self.resp_started:
+            if self.backend is None and self.resp_state == R_HEAD and self.state == BODY:
+                self._response_cut("request body stalled")
+            else:
+                timeout = self.server.backend_timeout
+                self._backend_failed(504, f"replica did not answer within {timeout:g} s")
+        else:
+            self._response_cut("response stalled")
+
+    def _drop_backend(self) -> None:
+        backend = self.backend
+        if backend is not None:
+            self.backend = None
+            backend.client = None
+            backend.close()
+
+    def _close(self) -> None:
+        if self.state != CLOSED:
+            self.state = CLOSED
+            self.deadline = 0.0
+            self.server.clients.discard(self)
+            self.transport.close()
+
+    # ---------------------------------------------------------------- flow control
+    def _pause(self, reason: int) -> None:
+        if not self.pauses and self.state != CLOSED:
+            self.transport.pause_reading()
+        self.pauses |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self.pauses & reason:
+            self.pauses &= ~reason
+            if not self.pauses and self.state != CLOSED:
+                self.transport.resume_reading()

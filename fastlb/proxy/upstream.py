@@ -1,0 +1,177 @@
+"""One replica on the data path: its pooled keep-alive connections and plain-int counters.
+
+Counters are plain attributes bumped on the hot path and read at scrape time, never a metrics
+library call per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from fastlb.proxy.client import ClientConnection
+
+
+class BackendConnection(asyncio.Protocol):
+    """A connection to a replica. Between exchanges it idles in its upstream's pool; during one
+    it belongs to exactly one client connection, which it hands every byte it reads."""
+
+    __slots__ = ("client", "closed", "paused", "reused", "transport", "upstream")
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self.transport: asyncio.Transport | None = None
+        self.client: ClientConnection | None = None
+        self.closed = False
+        #: Reading paused because the client could not take more (see ClientConnection).
+        self.paused = False
+        #: Taken from the pool rather than freshly opened: the replica may have closed it while
+        #: it idled, so a failure before any response byte is retried on a fresh connection.
+        self.reused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        up = self.upstream
+        transport.set_write_buffer_limits(up.high_water, up.low_water)
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is not None:
+            client.backend_data(data)
+        else:
+            # Bytes nobody asked for: the connection is out of step, never reuse it.
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.upstream.forget(self)
+        client = self.client
+        if client is not None:
+            self.client = None
+            client.backend_lost(self)
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.backend_full()
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.backend_drained()
+
+    def pause_reading(self) -> None:
+        if not self.paused and not self.closed and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.paused and not self.closed and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+
+class Upstream:
+    """A replica's address, its idle connections (LIFO: the warmest first) and its counters."""
+
+    __slots__ = (
+        "connect_failures",
+        "connect_timeout",
+        "connects",
+        "failures",
+        "high_water",
+        "host",
+        "idle",
+        "low_water",
+        "name",
+        "pool_size",
+        "port",
+        "requests",
+        "responses",
+        "retries",
+        "weight",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        *,
+        weight: int = 1,
+        pool_size: int = 64,
+        connect_timeout: float = 2.0,
+        high_water: int = 256 * 1024,
+        low_water: int = 64 * 1024,
+    ) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.weight = weight
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+        self.high_water = high_water
+        self.low_water = low_water
+        self.idle: list[BackendConnection] = []
+        self.requests = 0  # requests sent to this replica
+        self.responses: dict[int, int] = {}  # status -> responses relayed
+        self.failures = 0  # exchanges that ended in a 502/504 or a cut response
+        self.retries = 0  # stale pooled connections retried on a fresh one
+        self.connects = 0
+        self.connect_failures = 0
+
+    def __repr__(self) -> str:
+        return f"<Upstream {self.name} {self.host}:{self.port} idle={len(self.idle)}>"
+
+    def acquire(self) -> BackendConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.reused = True
+                return conn
+        return None
+
+    def release(self, conn: BackendConnection) -> None:
+        """Return a connection whose exchange completed cleanly; it idles or is closed."""
+        conn.client = None
+        if conn.closed:
+            return
+        if len(self.idle) < self.pool_size:
+            conn.resume_reading()
+            self.idle.append(conn)
+        else:
+            conn.close()
+
+    def forget(self, conn: BackendConnection) -> None:
+        """A connection closed (by either side): it must not be handed out again."""
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    async def connect(self) -> BackendConnection:
+        loop = asyncio.get_running_loop()
+        self.connects += 1
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: BackendConnection(self), self.host, self.port),
+                self.connect_timeout,
+            )
+        except BaseException:
+            self.connect_failures += 1
+            raise
+        return conn
+
+    def close_idle(self) -> None:
+        while self.idle:
+            self.idle.pop().close()

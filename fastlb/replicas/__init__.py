@@ -1,0 +1,22 @@
+"""Where replicas come from: the provider interface and its implementations.
+
+- `base`: the `Provider` interface (start, stop, address) and the heartbeat probe.
+- `local`: replicas as child processes of fastlb, which never outlive it.
+- `static`: replicas something else runs, listed in the config.
+"""
+
+from fastlb.config import ReplicasConfig
+from fastlb.errors import ConfigError
+from fastlb.replicas.base import Provider, Replica
+from fastlb.replicas.local import LocalProvider
+from fastlb.replicas.static import StaticProvider
+
+__all__ = ["LocalProvider", "Provider", "Replica", "StaticProvider", "make_provider"]
+
+
+def make_provider(config: ReplicasConfig) -> Provider:
+    if config.provider == "local":
+        return LocalProvider(config)
+    if config.provider == "static":
+        return StaticProvider(config)
+    raise ConfigError(f"[replicas] provider: unknown provider {config.provider!r}")

@@ -1,0 +1,32 @@
+"""Replicas that something else runs (the benchmark's nginx backends, a fleet elsewhere):
+fastlb balances them and never starts or stops them."""
+
+from __future__ import annotations
+
+from fastlb.config import ReplicasConfig
+from fastlb.errors import ReplicaError
+from fastlb.replicas.base import Replica
+
+
+class StaticProvider:
+    def __init__(self, config: ReplicasConfig) -> None:
+        self._specs = {spec.name: spec for spec in config.static}
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    async def start(self, name: str) -> Replica:
+        spec = self._specs.get(name)
+        if spec is None:
+            raise ReplicaError(f"replica {name!r} is not in [[replicas.static]]; add it there")
+        return Replica(spec.name, spec.host, spec.port, spec.weight)
+
+    async def stop(self, name: str) -> None:
+        """Static replicas are not ours to stop."""
+
+    def address(self, name: str) -> tuple[str, int]:
+        spec = self._specs[name]
+        return spec.host, spec.port
+
+    async def close(self) -> None:
+        """Nothing was started."""

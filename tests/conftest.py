@@ -1,0 +1,239 @@
+"""Fixtures that start real processes on free loopback ports and always stop them by pid."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+BACKENDS = str(ROOT / "tests" / "backends.py")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise AssertionError(f"process exited with {proc.returncode} before listening: {err}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise AssertionError(f"nothing listens on port {port} after {timeout} s")
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of `pid`, from /proc (no psutil)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p in pids if alive(p)]
+        if not left:
+            return []
+        time.sleep(0.02)
+    return [p for p in pids if alive(p)]
+
+
+class Processes:
+    """Every process a test starts; all are killed and reaped at teardown, pass or fail."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.extra_pids: list[int] = []
+
+    def spawn(self, cmd: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        proc = subprocess.Popen(cmd, cwd=ROOT, **kwargs)  # type: ignore[call-overload]
+        self.procs.append(proc)
+        return proc  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        for proc in self.procs:
+            self.extra_pids += children_of(proc.pid)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stderr:
+                proc.stderr.close()
+        for pid in wait_gone(self.extra_pids, 3.0):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def procs() -> Iterator[Processes]:
+    registry = Processes()
+    try:
+        yield registry
+    finally:
+        registry.close()
+
+
+@dataclass
+class Fastlb:
+    proc: subprocess.Popen[bytes]
+    port: int
+    config: Path
+
+    def get(
+        self, path: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        return http_get(self.port, path, headers)
+
+
+@dataclass
+class Backend:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def requests(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+
+def static_config(
+    port: int,
+    backends: list[tuple[str, int]],
+    *,
+    http: str = "httptools",
+    key: str = "path",
+    paths: list[str] | None = None,
+    proxy: str = "",
+) -> str:
+    quoted = "[]" if paths is None else "[" + ", ".join(f'"{p}"' for p in paths) + "]"
+    lines = [
+        "[proxy]",
+        f'listen = "127.0.0.1:{port}"',
+        f'http = "{http}"',
+        f"replica_paths = {quoted}",
+        proxy,
+        "[routing]",
+        f'key = "{key}"',
+        "[replicas]",
+        'provider = "static"',
+    ]
+    for name, bport in backends:
+        lines += ["[[replicas.static]]", f'name = "{name}"', f'address = "127.0.0.1:{bport}"']
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def start_fastlb(procs: Processes, tmp_path: Path) -> Callable[[str], Fastlb]:
+    """Start `python -m fastlb --config` on a config text whose listen port is `{port}`."""
+
+    def start(config_text: str) -> Fastlb:
+        port = free_port()
+        path = tmp_path / f"lb-{port}.toml"
+        path.write_text(config_text.replace("{port}", str(port)))
+        proc = procs.spawn([PY, "-m", "fastlb", "--config", str(path)])
+        wait_port(port, 30.0, proc)
+        return Fastlb(proc, port, path)
+
+    return start
+
+
+@pytest.fixture
+def start_backend(procs: Processes, tmp_path: Path) -> Callable[..., Backend]:
+    def start(mode: str, *, size: int = 1000, name: str = "backend") -> Backend:
+        port = free_port()
+        log = tmp_path / f"backend-{port}.log"
+        cmd = [PY, BACKENDS, mode, "--port", str(port), "--log", str(log)]
+        cmd += ["--size", str(size), "--name", name]
+        proc = procs.spawn(cmd)
+        wait_port(port, 10.0, proc)
+        return Backend(proc, port, log)
+
+    return start
+
+
+def http_get(
+    port: int, path: str, headers: dict[str, str] | None = None, method: str = "GET"
+) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send `data` on a fresh connection and read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def read_response(sock: socket.socket, buf: bytearray) -> tuple[bytes, bytes]:
+    """Read one Content-Length response from `sock` (leftover bytes stay in `buf`)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed mid-head: {bytes(buf)!r}")
+        buf += chunk
+    end = buf.index(b"\r\n\r\n") + 4
+    head = bytes(buf[:end])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(buf) < end + length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError("connection closed mid-body")
+        buf += chunk
+    body = bytes(buf[end : end + length])
+    del buf[: end + length]
+    return head, body

@@ -1,0 +1,375 @@
+"""The data path end to end: a real fastlb process, real backends, real sockets.
+
+Each test runs with both parsers where the parser could matter (`http` parameter).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    Backend,
+    Fastlb,
+    free_port,
+    http_get,
+    raw_exchange,
+    read_response,
+    static_config,
+)
+
+StartFastlb = Callable[[str], Fastlb]
+StartBackend = Callable[..., Backend]
+
+PARSERS = ["httptools", "h11"]
+
+
+@pytest.fixture(params=PARSERS)
+def parser(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def echo(start_backend: StartBackend) -> Backend:
+    return start_backend("echo", name="echo")
+
+
+@pytest.fixture
+def lb(start_fastlb: StartFastlb, echo: Backend, parser: str) -> Fastlb:
+    return start_fastlb(static_config(0, [("echo", echo.port)], http=parser).replace(":0", ":{port}"))
+
+
+def echoed(body: bytes) -> dict[str, object]:
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+def header_names(seen: dict[str, object]) -> list[str]:
+    headers = seen["headers"]
+    assert isinstance(headers, list)
+    return [name for name, _ in headers]
+
+
+# ------------------------------------------------------------------- relaying
+def test_keep_alive_both_sides(lb: Fastlb) -> None:
+    with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as sock:
+        buf = bytearray()
+        conns = set()
+        for i in range(5):
+            sock.sendall(b"GET /k%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+            head, body = read_response(sock, buf)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            seen = echoed(body)
+            assert seen["target"] == f"/k{i}"
+            conns.add(seen["conn"])
+    # One client connection, one pooled backend connection reused for every request.
+    assert len(conns) == 1
+
+
+def test_pipelined_requests_answered_in_order(lb: Fastlb) -> None:
+    batch = b"".join(b"GET /p%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(10))
+    batch += b"GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    data = raw_exchange(lb.port, batch)
+    targets = [json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0])["target"]
+               for part in data.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+    assert targets == [f"/p{i}" for i in range(10)] + ["/last"]
+    assert b"Connection: close" in data.rsplit(b"HTTP/1.1 200 OK", 1)[1]
+
+
+def test_http10_client_is_closed_after_the_response(lb: Fastlb) -> None:
+    data = raw_exchange(lb.port, b"GET /old HTTP/1.0\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    seen = echoed(data.split(b"\r\n\r\n", 1)[1])
+    assert seen["version"] == "1.0"
+
+
+def test_http10_keep_alive_is_honoured(lb: Fastlb) -> None:
+    with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as sock:
+        buf = bytearray()
+        for _ in range(2):
+            sock.sendall(b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            head, _ = read_response(sock, buf)
+            assert b"Connection: keep-alive" in head
+
+
+def test_forwarded_headers_added_and_hop_by_hop_dropped(lb: Fastlb) -> None:
+    status, _, body = lb.get(
+        "/h",
+        {"Connection": "keep-alive, X-Secret", "X-Secret": "s", "Keep-Alive": "300",
+         "Proxy-Authorization": "Basic x", "X-Forwarded-For": "192.0.2.1", "X-Kept": "yes"},
+    )
+    assert status == 200
+    seen = echoed(body)
+    headers = dict(seen["headers"])  # type: ignore[arg-type]
+    names = header_names(seen)
+    for hop in ("connection", "x-secret", "keep-alive", "proxy-authorization"):
+        assert hop not in names
+    assert headers["x-kept"] == "yes"
+    assert headers["x-forwarded-for"] == "192.0.2.1, 127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http"
+
+
+def test_forwarded_headers_can_be_turned_off(
+    start_fastlb: StartFastlb, echo: Backend
+) -> None:
+    cfg = static_config(0, [("echo", echo.port)], proxy="forwarded_headers = false")
+    lb = start_fastlb(cfg.replace(":0", ":{port}"))
+    _, _, body = lb.get("/h")
+    assert "x-forwarded-for" not in header_names(echoed(body))
+
+
+@pytest.mark.parametrize("size", [0, 1, 70_000, 3_000_000])
+def test_request_body_with_content_length_arrives_intact(lb: Fastlb, size: int) -> None:
+    import hashlib
+    import http.client
+
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
+    conn.request("POST", "/upload", body=payload)
+    seen = echoed(conn.getresponse().read())
+    conn.close()
+    assert seen["body_len"] == size
+    assert seen["body_sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+def test_chunked_request_body_arrives_intact(lb: Fastlb) -> None:
+    import hashlib
+
+    chunks = [b"a" * 10, b"b" * 70000, b"c"]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as sock:
+        head = b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        sock.sendall(head + body[:5])
+        time.sleep(0.05)  # the body arrives in pieces, after the head went out
+        sock.sendall(body[5:])
+        _, resp = read_response(sock, bytearray())
+    seen = echoed(resp)
+    assert seen["body_len"] == 70011
+    assert seen["body_sha256"] == hashlib.sha256(b"".join(chunks)).hexdigest()
+
+
+def test_chunked_response_relayed(start_fastlb: StartFastlb, start_backend: StartBackend) -> None:
+    backend = start_backend("chunked", size=50_000)
+    lb = start_fastlb(static_config(0, [("c", backend.port)]).replace(":0", ":{port}"))
+    for _ in range(3):  # the pooled connection is reused after each chunked response
+        status, headers, body = lb.get("/chunks")
+        assert status == 200 and headers["transfer-encoding"] == "chunked"
+        assert body == b"c" * 50_000
+
+
+def test_close_delimited_response_relayed(
+    start_fastlb: StartFastlb, start_backend: StartBackend
+) -> None:
+    backend = start_backend("close", size=30_000)
+    lb = start_fastlb(static_config(0, [("c", backend.port)]).replace(":0", ":{port}"))
+    data = raw_exchange(lb.port, b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert b"Connection: close" in head
+    assert body == b"d" * 30_000
+
+
+def test_head_request_has_no_body(lb: Fastlb) -> None:
+    status, headers, body = http_get(lb.port, "/h", method="HEAD")
+    assert status == 200 and body == b"" and int(headers["content-length"]) > 0
+
+
+# ---------------------------------------------------------------- failures
+def test_unknown_path_gets_the_spec_error(
+    start_fastlb: StartFastlb, echo: Backend, parser: str
+) -> None:
+    cfg = static_config(0, [("echo", echo.port)], http=parser, paths=["/home", "/heartbeat"])
+    lb = start_fastlb(cfg.replace(":0", ":{port}"))
+    status, headers, body = lb.get("/other")
+    assert status == 400
+    assert body == (
+        b'{"message": "<Error> \'/other\' endpoint does not exist in server replicas", '
+        b'"status": "failure"}'
+    )
+    assert headers["content-type"] == "application/json"
+    assert echo.requests() == []
+    assert lb.get("/home?x=1")[0] == 200
+
+
+def test_refused_replica_falls_through_to_the_next(
+    start_fastlb: StartFastlb, echo: Backend
+) -> None:
+    dead = free_port()  # nothing listens there: connections are refused
+    cfg = static_config(0, [("dead", dead), ("echo", echo.port)])
+    lb = start_fastlb(cfg.replace(":0", ":{port}"))
+    results = [lb.get(f"/r{i}") for i in range(40)]
+    assert all(status == 200 for status, _, _ in results)
+    assert len(echo.requests()) == 40
+
+
+def test_no_replica_left_is_a_503(start_fastlb: StartFastlb) -> None:
+    cfg = static_config(0, [("a", free_port()), ("b", free_port())])
+    lb = start_fastlb(cfg.replace(":0", ":{port}"))
+    status, _, body = lb.get("/x")
+    assert status == 503
+    assert json.loads(body) == {
+        "message": "<Error> no replica is available to serve the request",
+        "status": "failure",
+    }
+
+
+def test_replica_that_does_not_answer_is_a_504(
+    start_fastlb: StartFastlb, start_backend: StartBackend
+) -> None:
+    backend = start_backend("hang")
+    cfg = static_config(0, [("h", backend.port)], proxy="backend_timeout = 0.5")
+    lb = start_fastlb(cfg.replace(":0", ":{port}"))
+    started = time.monotonic()
+    status, _, body = lb.get("/slow")
+    assert status == 504
+    assert time.monotonic() - started < 5
+    assert json.loads(body)["status"] == "failure"
+
+
+def test_garbage_from_a_replica_is_a_502(
+    start_fastlb: StartFastlb, start_backend: StartBackend
+) -> None:
+    backend = start_backend("garbage")
+    lb = start_fastlb(static_config(0, [("g", backend.port)]).replace(":0", ":{port}"))
+    status, _, body = lb.get("/x")
+    assert status == 502
+    assert json.loads(body)["message"].startswith("<Error> replica sent an invalid response")
+
+
+def test_stale_pooled_connection_is_retried(
+    start_fastlb: StartFastlb, start_backend: StartBackend
+) -> None:
+    # This replica answers once per connection and drops the connection on the next
+    # request: what a replica whose keep-alive timer fired looks like to a pool.
+    backend = start_backend("one-per-conn")
+    lb = start_fastlb(static_config(0, [("o", backend.port)]).replace(":0", ":{port}"))
+    for i in range(10):
+        status, _, _ = lb.get(f"/s{i}")
+        assert status == 200
+
+
+# ------------------------------------------------------------------ bad input
+BAD_REQUESTS = {
+    "malformed request line": (b"GET\x00/ HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    "bad header": (b"GET / HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n", 400),
+    "bare LF": (b"GET / HTTP/1.1\nHost: t\n\n\r\n\r\n", 400),
+    "CL and TE": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n",
+        400,
+    ),
+    "differing CL": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        400,
+    ),
+    "TE not final chunked": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "TE gzip": (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\nxx", 400),
+    "bad chunk size": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n0\r\n\r\n",
+        400,
+    ),
+    "oversize headers": (
+        b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n",
+        431,
+    ),
+    "too many fields": (
+        b"GET / HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(120))
+        + b"\r\n",
+        431,
+    ),
+    "endless head": (b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000, 431),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_input_is_refused_and_never_forwarded(
+    lb: Fastlb, echo: Backend, case: str
+) -> None:
+    request, status = BAD_REQUESTS[case]
+    data = raw_exchange(lb.port, request)  # returns only once fastlb closes the connection
+    assert data.startswith(b"HTTP/1.1 %d " % status), data[:80]
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert b"Connection: close" in head
+    assert json.loads(body)["status"] == "failure"
+    assert echo.requests() == []
+
+
+def test_bad_chunk_after_the_head_cuts_the_replica_off(lb: Fastlb, echo: Backend) -> None:
+    with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as sock:
+        sock.sendall(b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        time.sleep(0.1)
+        sock.sendall(b"nothex\r\n")
+        data = sock.recv(65536)
+    assert data.startswith(b"HTTP/1.1 400 ")
+    # The replica saw a head and part of a body, then its connection was closed: it never
+    # got a complete request, so it never answered one.
+    assert echo.requests() == []
+
+
+def test_slow_headers_get_408(start_fastlb: StartFastlb, echo: Backend) -> None:
+    cfg = static_config(0, [("echo", echo.port)], proxy="header_timeout = 0.4")
+    lb = start_fastlb(cfg.replace(":0", ":{port}"))
+    with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        started = time.monotonic()
+        data = sock.recv(65536)
+        assert data.startswith(b"HTTP/1.1 408 ")
+        assert time.monotonic() - started < 3
+        assert sock.recv(100) == b""
+
+
+def test_idle_keep_alive_connection_is_closed(start_fastlb: StartFastlb, echo: Backend) -> None:
+    cfg = static_config(0, [("echo", echo.port)], proxy="idle_timeout = 0.4")
+    lb = start_fastlb(cfg.replace(":0", ":{port}"))
+    with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        read_response(sock, bytearray())
+        started = time.monotonic()
+        assert sock.recv(100) == b""  # closed quietly, no response
+        assert time.monotonic() - started < 3
+
+
+# -------------------------------------------------------------- backpressure
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_slow_reader_of_a_100mb_response_keeps_rss_flat(
+    start_fastlb: StartFastlb, start_backend: StartBackend
+) -> None:
+    size = 100 * 1024 * 1024
+    backend = start_backend("big", size=size)
+    lb = start_fastlb(static_config(0, [("big", backend.port)]).replace(":0", ":{port}"))
+    lb.get("/warm")  # the first exchange allocates what a steady state needs
+    base = rss_kib(lb.proc.pid)
+    peak = base
+    received = 0
+    with socket.create_connection(("127.0.0.1", lb.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        # Read slowly for a while: 64 KiB every 10 ms while the replica could send GB/s.
+        for _ in range(150):
+            chunk = sock.recv(65536)
+            received += len(chunk)
+            time.sleep(0.01)
+            peak = max(peak, rss_kib(lb.proc.pid))
+        # Then take the rest at full speed, still watching.
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            received += len(chunk)
+            if received % (8 << 20) < (1 << 20):
+                peak = max(peak, rss_kib(lb.proc.pid))
+    assert received > size  # head + the whole body arrived
+    # Without backpressure fastlb would hold ~100 MB; with it, a few socket buffers.
+    assert peak - base < 16 * 1024, f"RSS grew by {peak - base} KiB"

@@ -6,16 +6,32 @@ and does not have. Every error names the file, the table and the key.
 
 CONTRACT (implemented by the config work): see the dataclasses below; `parse`, `load` and
 `default` keep these signatures.
+
+Validation is built from small checks, one per kind of value (a positive number, a port, a
+replica name...). A check knows nothing of where its value came from: it raises `_Invalid` with
+"expected ..., got ...", and the `_Table` that handed it the value adds the file, the table and
+the key. So every message has the same shape without any check repeating it.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import ipaddress
+import json
+import math
+import re
+import tomllib
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from typing import TypeGuard, TypeVar
 
 from fastlb.errors import ConfigError
 
 __all__ = [
     "DEFAULT_REPLICA_PATHS",
+    "MAX_REPLICAS",
     "Config",
     "ConfigError",
     "ProxyConfig",
@@ -28,6 +44,10 @@ __all__ = [
 ]
 
 DEFAULT_REPLICA_PATHS = ("/home", "/heartbeat", "/neo", "/apod")
+
+# Far above any real deployment of this balancer, low enough that a typo (count = 30000) is
+# caught here rather than as thousands of child processes.
+MAX_REPLICAS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +91,10 @@ class ReplicasConfig:
     provider: str = "local"  # "local" | "static"
     count: int = 3
     names: tuple[str, ...] = ("Server1", "Server2", "Server3")
-    weights: tuple[tuple[str, int], ...] = ()  # (name, weight) overrides; others weigh 1
+    # (name, weight) overrides, in `names` order; others weigh 1. Weights of 1 are dropped, so
+    # two files that mean the same thing give equal configs. For provider "static" this holds
+    # the entries' weights too, so consumers read weights one way whatever the provider.
+    weights: tuple[tuple[str, int], ...] = ()
     static: tuple[ReplicaSpec, ...] = ()
     start_timeout: float = 10.0
     latency_ms: float = 0.0
@@ -83,16 +106,706 @@ class Config:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
-    source: str = "<default>"
+    # Where the settings came from, for messages. Not compared: a file that spells out the
+    # defaults configures exactly what no file does, and a reload of an unchanged file under
+    # another path is no change.
+    source: str = field(default="<default>", compare=False)
 
 
 def default() -> Config:
+    """The configuration used when no file is given; `conf/lb.toml` spells out the same values."""
     return Config()
 
 
 def parse(text: str, source: str = "lb.toml") -> Config:
-    raise NotImplementedError
+    """Read a whole configuration from TOML text.
+
+    `source` is only used to name the file in messages (and kept in `Config.source`), so callers
+    with text from elsewhere still get messages that point somewhere.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
+
+    _reject_unknown_tables(source, document)
+    proxy_table = _Table.top(source, document, "proxy", _PROXY_KEYS)
+    routing_table = _Table.top(source, document, "routing", _ROUTING_KEYS)
+    replicas_table = _Table.top(source, document, "replicas", _REPLICAS_KEYS)
+
+    proxy = _read_proxy(proxy_table)
+    routing = _read_routing(routing_table)
+    replicas = _read_replicas(replicas_table)
+    _check_maglev_size(routing_table, routing, replicas)
+    return Config(proxy=proxy, routing=routing, replicas=replicas, source=source)
 
 
 def load(path: str) -> Config:
-    raise NotImplementedError
+    """Read and parse the file at `path`, naming it as the user wrote it in every message."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
+    try:
+        # utf-8-sig: some editors start a UTF-8 file with a byte order mark TOML does not allow.
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read config: not UTF-8 text ({exc.reason})") from exc
+    return parse(text, source=path)
+
+
+# -------------------------------------------------------------------------------------------------
+# The file's layout: which keys each table may hold. Listed here, once, so that an unknown key is
+# reported before any value is checked (a typo in `high_water` should be reported as the typo,
+# not as `low_water` being too large for the default it left in place).
+
+_PROXY_KEYS = (
+    "listen",
+    "http",
+    "connect_timeout",
+    "header_timeout",
+    "backend_timeout",
+    "idle_timeout",
+    "max_header_bytes",
+    "max_header_fields",
+    "forwarded_headers",
+    "pool_size",
+    "high_water",
+    "low_water",
+    "replica_paths",
+    "backlog",
+)
+_ROUTING_KEYS = ("table", "key", "maglev_size", "classic_probe", "classic_hash")
+_REPLICAS_KEYS = (
+    "provider",
+    "count",
+    "names",
+    "start_timeout",
+    "latency_ms",
+    "jitter_ms",
+    "weights",
+    "static",
+)
+_STATIC_KEYS = ("name", "address", "weight")
+_TABLES: Mapping[str, tuple[str, ...]] = {
+    "proxy": _PROXY_KEYS,
+    "routing": _ROUTING_KEYS,
+    "replicas": _REPLICAS_KEYS,
+}
+
+# Used when fastlb.hashing (which owns the registry) is not there to ask.
+_LITERAL_CLASSIC_HASHES = ("spec", "xxhash", "fnv1a")
+
+# Keys only the local provider acts on: with provider = "static" they would be silently ignored.
+_LOCAL_ONLY_KEYS = ("count", "names", "weights", "latency_ms", "jitter_ms")
+
+
+# -------------------------------------------------------------------------------------------------
+# Messages
+
+
+class _Invalid(Exception):
+    """A value failed a check. The check does not know where the value was; the `_Table` that
+    called it does, and turns this into a `ConfigError` naming file, table and key."""
+
+    def __init__(self, message: str, at: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.at = at  # appended to the key: "[2]" for a list item, ".Server1" for a table entry
+
+
+def _expected(what: str, value: object, hint: str = "") -> _Invalid:
+    """The one shape of a bad-value message, so every check reads the same to the user."""
+    return _Invalid(f"expected {what}, got {_show(value)}{hint}")
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SHOW_LIMIT = 80
+
+
+def _show(value: object) -> str:
+    """A value as the user wrote it in TOML (strings quoted, true not True), so the message can
+    be matched against the file by eye; long values are cut so one bad list does not flood it."""
+    text = _toml(value)
+    return text if len(text) <= _SHOW_LIMIT else text[: _SHOW_LIMIT - 3] + "..."
+
+
+def _toml(value: object) -> str:
+    """Roughly TOML syntax for a parsed value (tomllib gives no way back to the source text)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{_show_key(str(k))} = {_toml(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    return repr(value)
+
+
+def _show_key(key: str) -> str:
+    """A key as it would be written in TOML: bare when it can be, quoted otherwise."""
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+
+
+def _did_you_mean(word: str, candidates: Collection[str], template: str = "{}") -> str:
+    """A suggestion for a near miss, because most unknown names are one typo from a known one."""
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean {template.format(close[0])}?)" if close else ""
+
+
+def _listing(names: Sequence[str], limit: int = 8) -> str:
+    """Known names to show after an unknown one, cut short for a thousand replicas."""
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _one_of(options: Sequence[str]) -> str:
+    """'"a", "b" or "c"' for a message listing the accepted strings."""
+    quoted = [json.dumps(option) for option in options]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+# -------------------------------------------------------------------------------------------------
+# Checks: one per kind of value. Each takes the raw TOML value and returns it typed, or raises.
+
+T = TypeVar("T")
+Check = Callable[[object], T]
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    """TOML booleans are Python bools, which are ints: `timeout = true` must not read as 1."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _number(what: str, accept: Callable[[float], bool]) -> Check[float]:
+    """A check for a real quantity (seconds, milliseconds); ints are accepted because `2` is as
+    natural to write as `2.0`, and non-finite values are refused because no timeout or latency
+    downstream expects inf or nan."""
+
+    def check(value: object) -> float:
+        if not _is_number(value):
+            raise _expected(what, value)
+        number = float(value)
+        if not math.isfinite(number):
+            raise _expected(f"{what} (finite)", value)
+        if not accept(number):
+            raise _expected(what, value)
+        return number
+
+    return check
+
+
+def _integer(low: int, high: int | None = None) -> Check[int]:
+    """A check for a count or a size: an int (not a float that happens to be whole, not a
+    bool) within bounds, so `pool_size = 1.5` is an error rather than a silent 1."""
+    if high is not None:
+        what = f"an integer from {low} to {high}"
+    else:
+        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+
+    def check(value: object) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _expected(what, value)
+        if value < low or (high is not None and value > high):
+            raise _expected(what, value)
+        return value
+
+    return check
+
+
+_POSITIVE_NUMBER = _number("a positive number", lambda n: n > 0)
+_NON_NEGATIVE_NUMBER = _number("a number >= 0", lambda n: n >= 0)
+_POSITIVE_INTEGER = _integer(1)
+_NON_NEGATIVE_INTEGER = _integer(0)
+_REPLICA_COUNT = _integer(1, MAX_REPLICAS)
+
+
+def _boolean(value: object) -> bool:
+    """Only TOML true/false: "yes" or 1 would be guesses about what the user meant."""
+    if not isinstance(value, bool):
+        raise _expected("true or false", value)
+    return value
+
+
+def _choice(options: Sequence[str]) -> Check[str]:
+    """A check for one of a fixed set of names, suggesting the nearest on a typo."""
+
+    def check(value: object) -> str:
+        if isinstance(value, str) and value in options:
+            return value
+        hint = _did_you_mean(value, options, '"{}"') if isinstance(value, str) else ""
+        raise _expected(_one_of(options), value, hint)
+
+    return check
+
+
+def _list_of(item: Check[T]) -> Check[tuple[T, ...]]:
+    """A check for a TOML array whose items all pass `item`; a bad item is named by index, so
+    the user need not hunt for it in a long list. Tuples come out, because configs are frozen."""
+
+    def check(value: object) -> tuple[T, ...]:
+        if not isinstance(value, list):
+            raise _expected("an array", value)
+        checked: list[T] = []
+        for index, element in enumerate(value):
+            try:
+                checked.append(item(element))
+            except _Invalid as exc:
+                raise _Invalid(exc.message, at=f"[{index}]{exc.at}") from None
+        return tuple(checked)
+
+    return check
+
+
+_HOSTNAME = re.compile(
+    # RFC 1123 labels, plus "_" because Docker service and container names may hold one.
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
+)
+_PORT = re.compile(r"[0-9]{1,5}")
+_ADDRESS_SHAPE = '"host:port" (or "[ipv6]:port")'
+
+
+def _address(value: object) -> tuple[str, int]:
+    """A check for "host:port" or "[v6]:port". The host comes back without brackets, as
+    asyncio's create_server and open_connection take it. Port 0 is refused: here an address is
+    something to listen on or connect to as written, not a request for any free port."""
+    if not isinstance(value, str):
+        raise _expected(_ADDRESS_SHAPE, value)
+    host, colon, port_text = value.rpartition(":")
+    if not colon or not host:
+        raise _expected(_ADDRESS_SHAPE, value)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _expected("an IPv6 address inside the brackets", value) from None
+    elif ":" in host:
+        raise _expected('an IPv6 address in brackets, like "[::1]:5000"', value)
+    elif not _is_host(host):
+        raise _expected("a hostname or IPv4 address before the port", value)
+    if not _PORT.fullmatch(port_text) or not 1 <= int(port_text) <= 65535:
+        raise _expected("a port from 1 to 65535 after the host", value)
+    return host, int(port_text)
+
+
+def _is_host(host: str) -> bool:
+    """A DNS name or an IPv4 address; "300.1.2.3" would pass as a name, so all-numeric hosts
+    must be real IPv4 addresses."""
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
+    return len(host) <= 253 and _HOSTNAME.fullmatch(host) is not None
+
+
+def _replica_path(value: object) -> str:
+    """A path the balancer forwards. It must start with "/" to ever equal a request's path, and
+    whitespace cannot occur in a request-target, so a path holding any would never match."""
+    what = 'a path starting with "/" (no spaces)'
+    if not isinstance(value, str) or not value.startswith("/") or re.search(r"\s", value):
+        raise _expected(what, value)
+    return value
+
+
+# RFC 9110 token characters: what a header field name, and a cookie name, may be made of.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN_CHARACTERS = "letters, digits and !#$%&'*+-.^_`|~"
+_PLAIN_KEYS = ("request_id", "path", "client_ip")
+_NAMED_KEYS = ("header:", "cookie:")
+_KEY_SHAPE = "request_id, path, client_ip, header:NAME or cookie:NAME"
+
+
+def _routing_key(value: object) -> str:
+    """What a request is hashed on. A header or cookie name must be a token: no request could
+    carry any other name, so the key would never be found."""
+    if not isinstance(value, str):
+        raise _expected(_KEY_SHAPE, value)
+    if value in _PLAIN_KEYS:
+        return value
+    for prefix in _NAMED_KEYS:
+        if value.startswith(prefix):
+            if not _TOKEN.fullmatch(value[len(prefix) :]):
+                what = f'a {prefix[:-1]} name after "{prefix}" ({_TOKEN_CHARACTERS})'
+                raise _expected(what, value)
+            return value
+    raise _expected(_KEY_SHAPE, value, _did_you_mean(value, _PLAIN_KEYS, '"{}"'))
+
+
+def _is_prime(n: int) -> bool:
+    """Miller-Rabin with the first twelve primes as bases: exact below 3.1e23, far beyond any
+    table size, and instant where trial division of a large typo would not be."""
+    if n < 2:
+        return False
+    bases = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
+    for p in bases:
+        if n % p == 0:
+            return n == p
+    d, s = n - 1, 0
+    while d % 2 == 0:
+        d, s = d // 2, s + 1
+    for a in bases:
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(s - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def _prime(value: object) -> int:
+    """Maglev's table size must be prime: each replica walks the table with a step coprime to
+    it, and only a prime size makes every step visit every slot."""
+    what = "a prime number"
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _expected(what, value)
+    if not _is_prime(value):
+        raise _expected(what, value, _next_prime_hint(value))
+    return value
+
+
+def _next_prime_hint(n: int) -> str:
+    """The fix for a composite size is almost always the next prime; beyond any sane table size
+    the search is skipped, as it would only slow down reporting a typo."""
+    if n >= 2**32:
+        return ""
+    candidate = max(n + 1, 2)
+    while not _is_prime(candidate):
+        candidate += 1
+    return f" ({candidate} is the next prime)"
+
+
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+_NAME_LENGTH = 63
+
+
+def _replica_name(value: object) -> str:
+    """A replica's name is also a container and host name for it, so it follows the container
+    naming rule and the 63-character limit of a DNS label."""
+    what = (
+        f'a replica name (letters, digits, "_", "." or "-", starting with a letter or digit, '
+        f"at most {_NAME_LENGTH} characters)"
+    )
+    if not isinstance(value, str) or len(value) > _NAME_LENGTH or not _NAME.fullmatch(value):
+        raise _expected(what, value)
+    return value
+
+
+def _first_duplicate(names: Sequence[str]) -> int | None:
+    """The index of the first name seen before: two replicas with one name cannot be told apart
+    in the table, the logs or the provider."""
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            return index
+        seen.add(name)
+    return None
+
+
+def _replica_names(value: object) -> tuple[str, ...]:
+    """A `names` array: valid, unique, and as many as a replica count may be."""
+    names = _list_of(_replica_name)(value)
+    if not 1 <= len(names) <= MAX_REPLICAS:
+        raise _Invalid(f"expected 1 to {MAX_REPLICAS} names, got {len(names)}")
+    duplicate = _first_duplicate(names)
+    if duplicate is not None:
+        raise _Invalid(
+            f"expected unique names, got {_show(names[duplicate])} twice", f"[{duplicate}]"
+        )
+    return names
+
+
+def _weights(value: object) -> tuple[tuple[str, int], ...]:
+    """A `weights` table of name = weight. Whether the names exist is checked by the caller,
+    which knows the replicas; here only the shape and the weights themselves."""
+    if not isinstance(value, dict):
+        raise _expected("a table of name = weight", value)
+    weights: list[tuple[str, int]] = []
+    for name, weight in value.items():
+        try:
+            weights.append((name, _POSITIVE_INTEGER(weight)))
+        except _Invalid as exc:
+            raise _Invalid(exc.message, at=f".{_show_key(name)}") from None
+    return tuple(weights)
+
+
+def _classic_hashes() -> tuple[str, ...]:
+    """The hash families the classic ring knows. fastlb.hashing owns that registry (families can
+    be registered at run time), so it is asked on each parse; it is imported lazily so that it may
+    import this module, and the literal set stands in only when the module does not exist."""
+    try:
+        module = importlib.import_module("fastlb.hashing")
+    except ModuleNotFoundError as exc:
+        if exc.name != "fastlb.hashing":
+            raise  # the module is there but broken: hiding that would only move the failure
+        return _LITERAL_CLASSIC_HASHES
+    registry = getattr(module, "CLASSIC_HASHES", None)
+    if registry is None:
+        return _LITERAL_CLASSIC_HASHES
+    return tuple(str(name) for name in registry)
+
+
+# -------------------------------------------------------------------------------------------------
+# Tables
+
+
+class _Table:
+    """One TOML table being read: it refuses unknown keys up front and turns a failed check into
+    a `ConfigError` naming the file, this table and the key."""
+
+    def __init__(
+        self, source: str, where: str, data: Mapping[str, object], known: Sequence[str]
+    ) -> None:
+        self.source = source
+        self.where = where
+        self.data = data
+        self.known = known
+        for key in data:
+            if key not in known:
+                hint = _did_you_mean(key, known) or f" (known keys: {', '.join(known)})"
+                raise self.error(_show_key(key), f"unknown key{hint}")
+
+    @classmethod
+    def top(
+        cls, source: str, document: Mapping[str, object], name: str, known: Sequence[str]
+    ) -> _Table:
+        """A top-level table; a missing one is empty, so every default applies."""
+        data = document.get(name, {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: [{name}]: expected a table, got {_show(data)}")
+        return cls(source, f"[{name}]", data, known)
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {self.where} {key}: {message}")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def optional(self, key: str, check: Check[T]) -> T | None:
+        """The checked value, or None when the key is absent (for keys whose default depends on
+        other keys)."""
+        assert key in self.known, f"{key} is read but not listed for {self.where}"
+        if key not in self.data:
+            return None
+        try:
+            return check(self.data[key])
+        except _Invalid as exc:
+            raise self.error(key + exc.at, exc.message) from None
+
+    def get(self, key: str, check: Check[T], default: T) -> T:
+        value = self.optional(key, check)
+        return default if value is None else value
+
+    def require(self, key: str, check: Check[T], why: str) -> T:
+        value = self.optional(key, check)
+        if value is None:
+            raise self.error(key, f"missing: {why}")
+        return value
+
+
+def _reject_unknown_tables(source: str, document: Mapping[str, object]) -> None:
+    """Only [proxy], [routing] and [replicas] exist. Something else at the top is most often a
+    key (or a sub-table) of one of them written outside it, so the table that knows it is
+    suggested; failing that, the nearest table name."""
+    for name, value in document.items():
+        if name in _TABLES:
+            continue
+        owner = next((table for table, keys in _TABLES.items() if name in keys), None)
+        is_table = isinstance(value, dict) or (
+            isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+        )
+        if is_table:
+            hint = (
+                f" (did you mean [{owner}.{name}]?)"
+                if owner
+                else _did_you_mean(name, _TABLES, "[{}]")
+                or f" (tables are {_listing(list(_TABLES))})"
+            )
+            raise ConfigError(f"{source}: [{_show_key(name)}]: unknown table{hint}")
+        hint = f" (did you mean [{owner}] {name}?)" if owner else ""
+        raise ConfigError(f"{source}: {_show_key(name)}: key outside any table{hint}")
+
+
+def _read_proxy(table: _Table) -> ProxyConfig:
+    d = ProxyConfig()
+    host, port = table.get("listen", _address, (d.host, d.port))
+    high_water = table.get("high_water", _POSITIVE_INTEGER, d.high_water)
+    low_water = table.get("low_water", _NON_NEGATIVE_INTEGER, d.low_water)
+    if low_water >= high_water:
+        # Blame the key the user set: a high_water below the default low_water is the mistake.
+        if table.has("low_water") or not table.has("high_water"):
+            raise table.error(
+                "low_water", f"expected less than high_water ({high_water}), got {low_water}"
+            )
+        raise table.error(
+            "high_water", f"expected more than low_water ({low_water}), got {high_water}"
+        )
+    return ProxyConfig(
+        host=host,
+        port=port,
+        http=table.get("http", _choice(("httptools", "h11")), d.http),
+        connect_timeout=table.get("connect_timeout", _POSITIVE_NUMBER, d.connect_timeout),
+        header_timeout=table.get("header_timeout", _POSITIVE_NUMBER, d.header_timeout),
+        backend_timeout=table.get("backend_timeout", _POSITIVE_NUMBER, d.backend_timeout),
+        idle_timeout=table.get("idle_timeout", _POSITIVE_NUMBER, d.idle_timeout),
+        max_header_bytes=table.get("max_header_bytes", _POSITIVE_INTEGER, d.max_header_bytes),
+        max_header_fields=table.get("max_header_fields", _POSITIVE_INTEGER, d.max_header_fields),
+        forwarded_headers=table.get("forwarded_headers", _boolean, d.forwarded_headers),
+        pool_size=table.get("pool_size", _NON_NEGATIVE_INTEGER, d.pool_size),
+        high_water=high_water,
+        low_water=low_water,
+        replica_paths=table.get("replica_paths", _list_of(_replica_path), d.replica_paths),
+        backlog=table.get("backlog", _POSITIVE_INTEGER, d.backlog),
+    )
+
+
+def _read_routing(table: _Table) -> RoutingConfig:
+    d = RoutingConfig()
+    return RoutingConfig(
+        table=table.get("table", _choice(("maglev", "classic")), d.table),
+        key=table.get("key", _routing_key, d.key),
+        maglev_size=table.get("maglev_size", _prime, d.maglev_size),
+        classic_probe=table.get("classic_probe", _choice(("linear", "quadratic")), d.classic_probe),
+        classic_hash=table.get("classic_hash", _choice(_classic_hashes()), d.classic_hash),
+    )
+
+
+def _read_replicas(table: _Table) -> ReplicasConfig:
+    d = ReplicasConfig()
+    provider = table.get("provider", _choice(("local", "static")), d.provider)
+    start_timeout = table.get("start_timeout", _POSITIVE_NUMBER, d.start_timeout)
+    if provider == "static":
+        return _read_static_replicas(table, start_timeout)
+    if table.has("static"):
+        raise table.error(
+            "static",
+            'entries are only used with provider = "static" '
+            '(set provider = "static", or remove the [[replicas.static]] entries)',
+        )
+    names = _local_names(table)
+    return ReplicasConfig(
+        provider=provider,
+        count=len(names),
+        names=names,
+        weights=_known_weights(table, names),
+        start_timeout=start_timeout,
+        latency_ms=table.get("latency_ms", _NON_NEGATIVE_NUMBER, d.latency_ms),
+        jitter_ms=table.get("jitter_ms", _NON_NEGATIVE_NUMBER, d.jitter_ms),
+    )
+
+
+def _local_names(table: _Table) -> tuple[str, ...]:
+    """`names` and `count` say the same thing two ways: either gives the other, and when both
+    are given they must agree, because a silent winner would start a replica set the user did
+    not write down."""
+    names = table.optional("names", _replica_names)
+    count = table.optional("count", _REPLICA_COUNT)
+    if names is None:
+        return tuple(f"Server{i}" for i in range(1, (count or ReplicasConfig().count) + 1))
+    if count is not None and count != len(names):
+        raise table.error(
+            "names", f"expected {count} names to match count = {count}, got {len(names)}"
+        )
+    return names
+
+
+def _known_weights(table: _Table, names: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    """Weights for replicas that exist, in `names` order, without the ones equal to the default,
+    so the result does not depend on how the table was written."""
+    given: dict[str, int] = dict(table.optional("weights", _weights) or ())
+    for name in given:
+        if name not in names:
+            hint = _did_you_mean(name, names) or f"; replicas are {_listing(names)}"
+            raise table.error(f"weights.{_show_key(name)}", f"unknown replica{hint}")
+    return tuple((name, given[name]) for name in names if given.get(name, 1) != 1)
+
+
+def _read_static_replicas(table: _Table, start_timeout: float) -> ReplicasConfig:
+    """Replicas something else runs: their names and count come from the entries, so the local
+    provider's keys are refused rather than ignored."""
+    for key in _LOCAL_ONLY_KEYS:
+        if table.has(key):
+            raise table.error(
+                key,
+                'not used with provider = "static" (names, count and weights come from the '
+                "[[replicas.static]] entries; latency is the replicas' own)",
+            )
+    entries = table.require(
+        "static",
+        _static_entries,
+        'provider = "static" needs [[replicas.static]] entries with a name and an address',
+    )
+    if not 1 <= len(entries) <= MAX_REPLICAS:
+        raise table.error(
+            "static",
+            f"expected 1 to {MAX_REPLICAS} [[replicas.static]] entries, got {len(entries)}",
+        )
+    specs = tuple(
+        _read_static_entry(_Table(table.source, f"[[replicas.static]] #{i}", entry, _STATIC_KEYS))
+        for i, entry in enumerate(entries, start=1)
+    )
+    names = tuple(spec.name for spec in specs)
+    duplicate = _first_duplicate(names)
+    if duplicate is not None:
+        first = names.index(names[duplicate]) + 1
+        raise ConfigError(
+            f"{table.source}: [[replicas.static]] #{duplicate + 1} name: expected unique names, "
+            f"got {_show(names[duplicate])} again (already used by #{first})"
+        )
+    return ReplicasConfig(
+        provider="static",
+        count=len(specs),
+        names=names,
+        weights=tuple((spec.name, spec.weight) for spec in specs if spec.weight != 1),
+        static=specs,
+        start_timeout=start_timeout,
+    )
+
+
+def _static_entries(value: object) -> tuple[Mapping[str, object], ...]:
+    """[[replicas.static]] must be an array of tables; `[replicas.static]` (one table) or an
+    array of strings is the common slip."""
+    what = "an array of tables, written [[replicas.static]]"
+    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+        raise _expected(what, value)
+    return tuple(value)
+
+
+def _read_static_entry(entry: _Table) -> ReplicaSpec:
+    why = "every [[replicas.static]] entry needs a name and an address"
+    name = entry.require("name", _replica_name, why)
+    host, port = entry.require("address", _address, why)
+    return ReplicaSpec(
+        name=name, host=host, port=port, weight=entry.get("weight", _POSITIVE_INTEGER, 1)
+    )
+
+
+def _check_maglev_size(table: _Table, routing: RoutingConfig, replicas: ReplicasConfig) -> None:
+    """Maglev gives each replica at least one slot only if there are as many slots as replicas;
+    fewer would leave some replicas with no traffic at all. (Shares are within 1% of fair from
+    about 100 slots per replica; that is advice, not an error.)"""
+    if routing.table == "maglev" and routing.maglev_size < replicas.count:
+        raise table.error(
+            "maglev_size",
+            f"expected at least one slot per replica ({replicas.count}), got {routing.maglev_size}",
+        )

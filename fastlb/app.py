@@ -14,6 +14,7 @@ import signal
 from collections.abc import Sequence
 
 from fastlb.config import Config
+from fastlb.errors import FastlbError
 from fastlb.proxy.server import ProxyServer
 from fastlb.proxy.upstream import Upstream
 from fastlb.replicas import Provider, Replica, make_provider
@@ -92,7 +93,14 @@ class Balancer:
         members = [(r.name, r.weight) for r in self.replicas.values()]
         route = Route.build(self.tables.build_now(members), self.upstreams)
         self.server = ProxyServer(self.config.proxy, self.config.routing.key, route)
-        await self.server.start()
+        try:
+            await self.server.start()
+        except OSError as exc:
+            proxy = self.config.proxy
+            raise FastlbError(
+                f"cannot listen on {proxy.host}:{proxy.port}: {exc.strerror or exc}; "
+                "is another server using that port? Set [proxy] listen in the config"
+            ) from None
         host, port = self.server.address
         listing = ", ".join(f"{r.name} ({r.host}:{r.port})" for r in self.replicas.values())
         log.info("listening on %s:%d, %s table, replicas: %s", host, port,

@@ -43,7 +43,16 @@ _DIGITS = frozenset(b"0123456789")
 class RequestHead:
     """What the proxy needs to know about one request, and its head bytes as received."""
 
-    __slots__ = ("http11", "keep_alive", "key_value", "length", "method", "raw", "rewrite", "target")
+    __slots__ = (
+        "http11",
+        "keep_alive",
+        "key_value",
+        "length",
+        "method",
+        "raw",
+        "rewrite",
+        "target",
+    )
 
     def __init__(
         self,

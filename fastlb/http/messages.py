@@ -22,7 +22,8 @@ def json_response(status: int, payload: object, *, close: bool = False) -> bytes
 
 def error_response(status: int, message: str, *, close: bool = False) -> bytes:
     """An error in the spec's shape; `message` is prefixed with `<Error> ` as the spec does."""
-    return json_response(status, {"message": f"<Error> {message}", "status": "failure"}, close=close)
+    payload = {"message": f"<Error> {message}", "status": "failure"}
+    return json_response(status, payload, close=close)
 
 
 def unknown_path_message(path: bytes) -> str:

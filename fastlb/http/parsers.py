@@ -31,7 +31,14 @@ class HeadParser(Protocol):
 class _Collected:
     """The header values a head parser keeps while it walks the fields."""
 
-    __slots__ = ("connection", "content_length", "fields", "key_value", "rewrite", "transfer_encoding")
+    __slots__ = (
+        "connection",
+        "content_length",
+        "fields",
+        "key_value",
+        "rewrite",
+        "transfer_encoding",
+    )
 
     def __init__(self) -> None:
         self.content_length: list[bytes] = []

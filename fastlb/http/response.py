@@ -91,10 +91,7 @@ def parse_response_head(
     else:
         length = UNTIL_CLOSE
 
-    if replica_http11:
-        keep_alive = b"close" not in connection
-    else:
-        keep_alive = b"keep-alive" in connection
+    keep_alive = b"close" not in connection if replica_http11 else b"keep-alive" in connection
     # Both framings at once is a smuggling vector: honour chunked (RFC 9112 6.3) but never
     # reuse the connection, whose next bytes can no longer be trusted.
     keep_alive = keep_alive and length != UNTIL_CLOSE and not (has_te and content_length)

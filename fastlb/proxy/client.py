@@ -313,7 +313,8 @@ class ClientConnection(asyncio.Protocol):
         if paths is not None and head.path not in paths:
             server.rejected += 1
             keep = head.length == 0 and head.keep_alive and not self.eof
-            self.transport.write(error_response(400, unknown_path_message(head.path), close=not keep))
+            message = unknown_path_message(head.path)
+            self.transport.write(error_response(400, message, close=not keep))
             if keep:
                 self._next_request(rest)
             else:

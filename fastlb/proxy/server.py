@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from fastlb.config import ProxyConfig
 from fastlb.http.parsers import HeadParser, make_head_parser
@@ -21,8 +22,8 @@ class ProxyServer:
         self.loop = asyncio.get_running_loop()
         self.config = config
         self.route = route
-        key_header, self.key_fn = make_key(key_spec)
-        self.key_fn: KeyFunction
+        key_header, key_fn = make_key(key_spec)
+        self.key_fn: KeyFunction = key_fn
         self.parser: HeadParser = make_head_parser(
             config.http, key_header, config.max_header_fields, config.max_header_bytes
         )
@@ -54,7 +55,8 @@ class ProxyServer:
     @property
     def address(self) -> tuple[str, int]:
         assert self._server is not None
-        sockname = self._server.sockets[0].getsockname()
+        # uvloop's Server has asyncio.Server's interface without being its subclass.
+        sockname = cast(asyncio.Server, self._server).sockets[0].getsockname()
         return sockname[0], sockname[1]
 
     async def start(self) -> None:

@@ -7,6 +7,7 @@ library call per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
@@ -154,10 +155,8 @@ class Upstream:
 
     def forget(self, conn: BackendConnection) -> None:
         """A connection closed (by either side): it must not be handed out again."""
-        try:
+        with contextlib.suppress(ValueError):
             self.idle.remove(conn)
-        except ValueError:
-            pass
 
     async def connect(self) -> BackendConnection:
         loop = asyncio.get_running_loop()

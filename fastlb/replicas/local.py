@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -69,13 +70,13 @@ class LocalProvider:
         if name in self._procs:
             raise ReplicaError(f"replica {name!r} is already running")
         last = ""
+        parent = os.getpid()
         for _ in range(_START_ATTEMPTS):
             port = free_port(self.host)
-            parent = os.getpid()
             proc = subprocess.Popen(
                 self.command(name, port),
                 stdin=subprocess.DEVNULL,
-                preexec_fn=lambda: _die_with_parent(parent),  # noqa: PLW1509
+                preexec_fn=functools.partial(_die_with_parent, parent),
             )
             self._procs[name] = proc
             if await self._wait_ready(proc, port):

@@ -1,0 +1,52 @@
+"""The `fastlb` command line: version, config checking, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from fastlb import __version__
+from fastlb.cli import main
+from tests.conftest import PY, ROOT
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PY, "-m", "fastlb", *args], capture_output=True, text=True, timeout=30, cwd=ROOT
+    )
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"fastlb {__version__}"
+
+
+def test_check_accepts_the_shipped_config() -> None:
+    result = run("--check", "--config", "conf/lb.toml")
+    assert result.returncode == 0
+    assert result.stdout.strip() == "conf/lb.toml: ok"
+
+
+def test_check_names_file_table_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "lb.toml"
+    bad.write_text('[proxy]\nconnect_timeout = "abc"\n')
+    result = run("--check", "--config", str(bad))
+    assert result.returncode == 2
+    assert f'{bad}: [proxy] connect_timeout: expected a positive number, got "abc"' in result.stderr
+
+
+def test_unknown_key_is_an_error(tmp_path: Path) -> None:
+    bad = tmp_path / "lb.toml"
+    bad.write_text("[proxy]\nconect_timeout = 1\n")
+    result = run("--check", "--config", str(bad))
+    assert result.returncode == 2
+    assert "conect_timeout" in result.stderr and "connect_timeout" in result.stderr
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    assert main(["--check", "--config", str(tmp_path / "nope.toml")]) == 2
+
+
+def test_check_without_config_checks_the_embedded_default(capsys: object) -> None:
+    assert main(["--check"]) == 0

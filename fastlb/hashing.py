@@ -22,6 +22,7 @@ from fastlb.errors import TableError
 
 __all__ = [
     "CLASSIC_HASHES",
+    "MAX_ID_DIGITS",
     "ClassicHash",
     "classic_hash",
     "fnv1a64",
@@ -39,15 +40,20 @@ def xxh64(data: bytes, seed: int = 0) -> int:
     return _xxh64_intdigest(data, seed)
 
 
+MAX_ID_DIGITS = 32
+
+
 def key_int(key: bytes) -> int:
     """A request key as the integer the classic ring's H(i) takes.
 
     The spec's request ids are decimal numbers (random 6-digit ids) and its H is defined on that
     number, so a digits-only key is read as the number (so the spec's hand-worked examples hold);
-    any other key (a path, an address, a cookie) is hashed to an integer.
+    any other key (a path, an address, a cookie) is hashed to an integer. So is a run of more
+    than MAX_ID_DIGITS digits: no id the spec knows, and it keeps int()'s superlinear parse (and
+    its 4300-digit ValueError) off the request path.
     """
     # bytes.isdigit() is ASCII-only, so int() cannot meet a non-ASCII digit it would accept.
-    if key.isdigit():
+    if key.isdigit() and len(key) <= MAX_ID_DIGITS:
         return int(key)
     return _xxh64_intdigest(key, 0)
 

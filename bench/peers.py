@@ -1,0 +1,322 @@
+"""The servers of the benchmark: nginx backends, and the proxies under test.
+
+Why: each proxy must be started the same way (fresh, pinned to its CPU, on a free loopback
+port, with its own temp directory for config/pid/logs) so the comparison is fair, and must be
+described by argv + config alone so the orchestrator can stop it by pid. Peer configs (HAProxy,
+nginx) live as string.Template files in conf/ so they can be read and reviewed as configs.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import resource
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from bench.proc import Managed, ProcessRegistry
+
+__all__ = [
+    "BACKEND_NAMES",
+    "CONF_DIR",
+    "PROXIES",
+    "REPO_ROOT",
+    "Backends",
+    "ProxySpec",
+    "StartError",
+    "fastlb_toml",
+    "find_binary",
+    "free_ports",
+    "haproxy_maxconn",
+    "raise_fd_limit",
+    "render_template",
+    "start_backends",
+    "wait_http_ok",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO_ROOT / "conf"
+BACKEND_NAMES = ("b1", "b2", "b3")
+# Access-log flush interval of the backends; counts are read after twice this.
+LOG_FLUSH_MS = 100
+
+
+class StartError(RuntimeError):
+    """A server did not come up; the message says why (with its log tail)."""
+
+
+def find_binary(name: str) -> str | None:
+    """Find a server binary; Debian puts nginx/haproxy in /usr/sbin, not on a user's PATH."""
+    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/usr/local/sbin:/sbin"
+    return shutil.which(name, path=path)
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (held open together while picking, so none repeats)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def render_template(name: str, **values: object) -> str:
+    """Fill conf/NAME with string.Template; a missing value is an error, not a blank."""
+    text = (CONF_DIR / name).read_text()
+    return Template(text).substitute({k: str(v) for k, v in values.items()})
+
+
+def pin(cpu: str | None, argv: Sequence[str]) -> list[str]:
+    return list(argv) if cpu is None else ["taskset", "-c", cpu, *argv]
+
+
+def wait_http_ok(
+    port: int, managed: Managed, timeout: float, path: str = "/bench/ready"
+) -> dict[str, str]:
+    """Poll GET path until it answers 200; return its headers (lower-case names).
+
+    Fails fast, with the server's log tail, if the process exits while we wait.
+    """
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not managed.alive():
+            code = managed.popen.returncode
+            tail = managed.log_tail(lines=2)
+            raise StartError(f"{managed.name} exited with {code}" + (f": {tail}" if tail else ""))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status == 200:
+                return {k.lower(): v for k, v in resp.getheaders()}
+            last = f"HTTP {resp.status}"
+        except (OSError, http.client.HTTPException) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+        time.sleep(0.05)
+    tail = managed.log_tail(lines=2)
+    raise StartError(
+        f"{managed.name} not answering 200 on 127.0.0.1:{port} after {timeout:g}s ({last})"
+        + (f"; log: {tail}" if tail else "")
+    )
+
+
+@dataclass(slots=True)
+class Backends:
+    """The three nginx backends (one nginx, three server blocks) and their access logs."""
+
+    managed: Managed
+    ports: dict[str, int]
+    logs: dict[str, Path]
+
+    def offsets(self) -> dict[str, int]:
+        """Current size of each access log; counts are taken between two of these."""
+        time.sleep(2 * LOG_FLUSH_MS / 1000)  # let nginx flush its log buffers
+        return {
+            name: path.stat().st_size if path.exists() else 0 for name, path in self.logs.items()
+        }
+
+    def counts_since(self, before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+        """Requests each backend served between two offsets (one log line per request)."""
+        counts: dict[str, int] = {}
+        for name, path in self.logs.items():
+            start, end = before.get(name, 0), after.get(name, 0)
+            if end <= start:
+                counts[name] = 0
+                continue
+            with path.open("rb") as f:
+                f.seek(start)
+                counts[name] = f.read(end - start).count(b"\n")
+        return counts
+
+
+def start_backends(
+    reg: ProcessRegistry, workdir: Path, *, cpu: str | None, timeout: float = 10.0
+) -> Backends:
+    """Start one nginx serving b1..b3 and wait until each answers as itself."""
+    nginx = find_binary("nginx")
+    if nginx is None:
+        raise StartError("nginx not found (apt-get install nginx-light)")
+    prefix = workdir / "backends"
+    prefix.mkdir(parents=True, exist_ok=True)
+    ports = dict(zip(BACKEND_NAMES, free_ports(len(BACKEND_NAMES)), strict=True))
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        render_template(
+            "nginx-backends.conf.tmpl",
+            prefix=prefix,
+            flush_ms=LOG_FLUSH_MS,
+            **{f"{name}_port": port for name, port in ports.items()},
+        )
+    )
+    argv = pin(cpu, [nginx, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")])
+    managed = reg.start("nginx-backends", argv, prefix / "stdout.log")
+    for name, port in ports.items():
+        headers = wait_http_ok(port, managed, timeout)
+        served = headers.get("x-served-by")
+        if served != name:
+            raise StartError(f"backend on port {port} says X-Served-By {served!r}, not {name!r}")
+    logs = {name: prefix / f"{name}.access.log" for name in BACKEND_NAMES}
+    return Backends(managed=managed, ports=ports, logs=logs)
+
+
+def fastlb_toml(port: int, http_impl: str, backend_ports: dict[str, int]) -> str:
+    """fastlb's config for the bench: static replicas, route by path, forward every path."""
+    lines = [
+        "[proxy]",
+        f'listen = "127.0.0.1:{port}"',
+        f'http = "{http_impl}"',
+        "replica_paths = []",
+        "",
+        "[routing]",
+        'key = "path"',
+        "",
+        "[replicas]",
+        'provider = "static"',
+    ]
+    for name, bport in backend_ports.items():
+        lines += ["", "[[replicas.static]]", f'name = "{name}"', f'address = "127.0.0.1:{bport}"']
+    return "\n".join(lines) + "\n"
+
+
+# Builds (argv, config text, config file name) for a proxy in its temp dir.
+Builder = Callable[[Path, int, dict[str, int]], tuple[list[str], str, str]]
+
+
+def raise_fd_limit() -> int:
+    """Lift our soft open-files limit to the hard one (children inherit it); return it.
+
+    256 client connections plus their upstream ones need more than a common soft limit of 1024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return target
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft
+    return target
+
+
+def haproxy_maxconn() -> int:
+    """HAProxy refuses to start if maxconn needs more fds than it may open (about 2 per
+    connection): size it from our limit, which it inherits."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = 65536 if soft == resource.RLIM_INFINITY else soft
+    return max(512, min(4096, (limit - 64) // 2))
+
+
+def _haproxy(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str], str, str]:
+    binary = find_binary("haproxy")
+    if binary is None:
+        raise StartError("haproxy not found (apt-get install haproxy)")
+    conf = render_template(
+        "haproxy.cfg.tmpl",
+        prefix=prefix,
+        port=port,
+        maxconn=haproxy_maxconn(),
+        **{f"{name}_port": p for name, p in backends.items()},
+    )
+    # -db: stay in the foreground, one process, so the pid we started is the proxy.
+    return [binary, "-db", "-f", str(prefix / "haproxy.cfg")], conf, "haproxy.cfg"
+
+
+def _nginx(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str], str, str]:
+    binary = find_binary("nginx")
+    if binary is None:
+        raise StartError("nginx not found (apt-get install nginx-light)")
+    conf = render_template(
+        "nginx-proxy.conf.tmpl",
+        prefix=prefix,
+        port=port,
+        **{f"{name}_port": p for name, p in backends.items()},
+    )
+    argv = [
+        binary,
+        "-p",
+        f"{prefix}/",
+        "-c",
+        str(prefix / "nginx.conf"),
+        "-e",
+        str(prefix / "error.log"),
+    ]
+    return argv, conf, "nginx.conf"
+
+
+def _fastlb(http_impl: str, python: str) -> Builder:
+    def build(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str], str, str]:
+        conf = fastlb_toml(port, http_impl, backends)
+        return [python, "-m", "fastlb", "--config", str(prefix / "lb.toml")], conf, "lb.toml"
+
+    return build
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySpec:
+    """A proxy under test: how to build its command line and config."""
+
+    name: str
+    build: Builder
+
+    def start(
+        self,
+        reg: ProcessRegistry,
+        workdir: Path,
+        backends: Backends,
+        *,
+        cpu: str | None,
+        timeout: float,
+    ) -> tuple[Managed, int]:
+        """Start it fresh on a free port in workdir and wait until it forwards to a backend."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        (port,) = free_ports(1)
+        argv, conf_text, conf_name = self.build(workdir, port, backends.ports)
+        (workdir / conf_name).write_text(conf_text)
+        env = dict(os.environ)
+        # fastlb runs from the working tree even when not pip-installed.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+        )
+        managed = reg.start(
+            self.name, pin(cpu, argv), workdir / "stdout.log", cwd=REPO_ROOT, env=env
+        )
+        try:
+            headers = wait_http_ok(port, managed, timeout)
+        except StartError:
+            reg.stop(managed)
+            raise
+        if headers.get("x-served-by") not in BACKEND_NAMES:
+            reg.stop(managed)
+            raise StartError(
+                f"{self.name} answered 200 without a backend's X-Served-By header: {headers}"
+            )
+        return managed, port
+
+
+def proxy_specs(python: str = sys.executable) -> dict[str, ProxySpec]:
+    """All proxies, in the order they run within a round."""
+    specs = [
+        ProxySpec("fastlb-httptools", _fastlb("httptools", python)),
+        ProxySpec("fastlb-h11", _fastlb("h11", python)),
+        ProxySpec("haproxy", _haproxy),
+        ProxySpec("nginx", _nginx),
+    ]
+    return {s.name: s for s in specs}
+
+
+PROXIES = tuple(proxy_specs())

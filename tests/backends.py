@@ -100,7 +100,10 @@ class Backend:
         served: int,
     ) -> None:
         head = b"HTTP/1.1 200 OK\r\nX-Served-By: " + self.name.encode() + b"\r\n"
-        if self.mode in ("echo", "one-per-conn"):
+        if self.mode == "interim":  # informational responses first, then the final one
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+            await writer.drain()
+        if self.mode in ("echo", "one-per-conn", "interim"):
             payload = json.dumps(
                 {
                     "method": request.method.decode(),
@@ -139,7 +142,8 @@ class Backend:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "mode", choices=["echo", "chunked", "close", "big", "garbage", "hang", "one-per-conn"]
+        "mode",
+        choices=["echo", "chunked", "close", "big", "garbage", "hang", "one-per-conn", "interim"],
     )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log")

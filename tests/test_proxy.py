@@ -174,6 +174,25 @@ def test_close_delimited_response_relayed(
     assert body == b"d" * 30_000
 
 
+def test_interim_responses_are_relayed_before_the_final_one(
+    start_fastlb: StartFastlb, start_backend: StartBackend
+) -> None:
+    backend = start_backend("interim")
+    lb = start_fastlb(static_config(0, [("i", backend.port)]).replace(":0", ":{port}"))
+    with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as sock:
+        buf = bytearray()
+        for i in range(2):  # and the connection stays usable after them
+            sock.sendall(b"GET /i%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+            heads = []
+            while True:
+                head, body = read_response(sock, buf)
+                heads.append(head.split(b"\r\n", 1)[0])
+                if not head.startswith(b"HTTP/1.1 1"):
+                    break
+            assert heads == [b"HTTP/1.1 100 Continue", b"HTTP/1.1 103 Early Hints", b"HTTP/1.1 200 OK"]
+            assert echoed(body)["target"] == f"/i{i}"
+
+
 def test_head_request_has_no_body(lb: Fastlb) -> None:
     status, headers, body = http_get(lb.port, "/h", method="HEAD")
     assert status == 200 and body == b"" and int(headers["content-length"]) > 0

@@ -6,7 +6,16 @@ import pytest
 
 from fastlb.http.errors import HttpError
 from fastlb.http.head import CHUNKED, UNTIL_CLOSE
-from fastlb.http.response import parse_response_head
+from fastlb.http.response import ResponseHead
+from fastlb.http.response import parse_response_head as parse_in_place
+
+
+def parse_response_head(
+    raw: bytes, head_request: bool, client_keep_alive: bool, client_http11: bool
+) -> ResponseHead:
+    """Parse `raw` as the start of a buffer that goes on with body bytes, as on the wire."""
+    buf = raw + b"body bytes that must not be read"
+    return parse_in_place(buf, len(raw), head_request, client_keep_alive, client_http11)
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"
 
@@ -14,7 +23,7 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"
 def test_plain_response_passes_unchanged() -> None:
     rh = parse_response_head(OK, False, True, True)
     assert (rh.status, rh.length, rh.keep_alive) == (200, 3, True)
-    assert rh.out is OK
+    assert rh.out is None  # relayed as received
 
 
 def test_hop_by_hop_fields_are_dropped() -> None:
@@ -26,12 +35,12 @@ def test_hop_by_hop_fields_are_dropped() -> None:
 
 def test_client_that_closes_is_told() -> None:
     rh = parse_response_head(OK, False, False, True)
-    assert rh.out.endswith(b"Connection: close\r\n\r\n")
+    assert rh.out is not None and rh.out.endswith(b"Connection: close\r\n\r\n")
 
 
 def test_http10_client_keep_alive_is_confirmed() -> None:
     rh = parse_response_head(OK, False, True, False)
-    assert rh.out.endswith(b"Connection: keep-alive\r\n\r\n")
+    assert rh.out is not None and rh.out.endswith(b"Connection: keep-alive\r\n\r\n")
 
 
 @pytest.mark.parametrize(

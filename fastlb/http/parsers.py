@@ -29,35 +29,25 @@ class HeadParser(Protocol):
 
 
 class _Collected:
-    """The header values a head parser keeps while it walks the fields."""
+    """The header values a head parser keeps while it walks the fields.
 
-    __slots__ = (
-        "connection",
-        "content_length",
-        "fields",
-        "key_value",
-        "rewrite",
-        "transfer_encoding",
-    )
+    Most requests carry none of the fields that matter to framing or forwarding, so those are
+    only noted when present and `finish` takes a short path when there were none.
+    """
+
+    __slots__ = ("fields", "key_value", "notable")
 
     def __init__(self) -> None:
-        self.content_length: list[bytes] = []
-        self.transfer_encoding: list[bytes] = []
-        self.connection: list[bytes] = []
+        self.notable: list[tuple[bytes, bytes]] | None = None
         self.key_value: bytes | None = None
-        self.rewrite = False
         self.fields = 0
 
     def add(self, name: bytes, value: bytes, key_header: bytes | None) -> None:
         self.fields += 1
-        if name == b"content-length":
-            self.content_length.append(value)
-        elif name == b"transfer-encoding":
-            self.transfer_encoding.append(value)
-        elif name in REWRITE:
-            self.rewrite = True
-            if name == b"connection":
-                self.connection.append(value)
+        if name in _NOTABLE:
+            if self.notable is None:
+                self.notable = []
+            self.notable.append((name, value))
         if name == key_header and self.key_value is None:
             self.key_value = value
 
@@ -68,11 +58,21 @@ class _Collected:
             raise HttpError(431, f"more than {max_fields} header fields")
         if method == b"CONNECT":
             raise HttpError(405, "CONNECT is not supported by this proxy")
-        length = body_length(self.content_length, self.transfer_encoding, http11)
-        keep_alive = wants_keep_alive(self.connection, http11)
+        notable = self.notable
+        if notable is None:
+            return RequestHead(raw, method, target, http11, http11, 0, False, self.key_value)
+        content_length = [v for n, v in notable if n == b"content-length"]
+        transfer_encoding = [v for n, v in notable if n == b"transfer-encoding"]
+        connection = [v for n, v in notable if n == b"connection"]
+        rewrite = any(n in REWRITE for n, _ in notable)
+        length = body_length(content_length, transfer_encoding, http11)
+        keep_alive = wants_keep_alive(connection, http11)
         return RequestHead(
-            raw, method, target, http11, keep_alive, length, self.rewrite, self.key_value
+            raw, method, target, http11, keep_alive, length, rewrite, self.key_value
         )
+
+
+_NOTABLE = REWRITE | {b"content-length", b"transfer-encoding"}
 
 
 class HttptoolsHeadParser:

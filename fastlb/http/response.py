@@ -36,13 +36,14 @@ _PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b""})
 class ResponseHead:
     __slots__ = ("keep_alive", "length", "out", "status")
 
-    def __init__(self, status: int, length: int, keep_alive: bool, out: bytes) -> None:
+    def __init__(self, status: int, length: int, keep_alive: bool, out: bytes | None) -> None:
         self.status = status
         #: Body framing for the relay: >= 0 bytes, CHUNKED, or UNTIL_CLOSE.
         self.length = length
         #: Whether the replica lets fastlb reuse its connection after this response.
         self.keep_alive = keep_alive
-        #: The head to send to the client.
+        #: The head to send to the client; None when it is the head as received, which the
+        #: caller then relays without copying it.
         self.out = out
 
 
@@ -51,17 +52,19 @@ def _bad(why: str) -> HttpError:
 
 
 def parse_response_head(
-    raw: bytes, head_request: bool, client_keep_alive: bool, client_http11: bool
+    buf: bytes, end: int, head_request: bool, client_keep_alive: bool, client_http11: bool
 ) -> ResponseHead:
-    """Parse `raw` (up to and including the blank line) for the request described.
+    """Parse the head `buf[:end]` (up to and including the blank line) for the request described.
+
+    The head is read in place: the body bytes that arrived with it are not copied.
 
     `client_keep_alive` is what the client asked for; the client connection stays open only if
     it asked and the response is self-delimiting. The head sent on drops hop-by-hop fields and
     says `Connection: close` (or `keep-alive` to an HTTP/1.0 client) when that is the outcome.
     """
-    match = _HEAD.fullmatch(raw)
+    match = _HEAD.fullmatch(buf, 0, end)
     if match is None:
-        raise _bad(_first_bad_line(raw))
+        raise _bad(_first_bad_line(buf[:end]))
     status = int(match.group(2))
     if status < 100:
         raise _bad(f"status {status}")
@@ -70,7 +73,7 @@ def parse_response_head(
     content_length: bytes | None = None
     chunked = has_te = hop = False
     connection: tuple[bytes, ...] = ()
-    for name, value in _NOTABLE.findall(raw):
+    for name, value in _NOTABLE.findall(buf, 0, end):
         name = name.lower()
         if name == b"content-length":
             if _DIGITS.fullmatch(value) is None:
@@ -104,7 +107,7 @@ def parse_response_head(
     keep_alive = keep_alive and length != UNTIL_CLOSE and not (has_te and content_length)
     if status < 200:
         # An interim response (100 Continue): relayed as is, the real one follows.
-        return ResponseHead(status, 0, keep_alive, raw)
+        return ResponseHead(status, 0, keep_alive, None)
 
     client_open = client_keep_alive and length != UNTIL_CLOSE
     add = b""
@@ -113,7 +116,8 @@ def parse_response_head(
     elif not client_http11 and client_open:
         add = b"Connection: keep-alive\r\n"
     if not hop and not add:
-        return ResponseHead(status, length, keep_alive, raw)
+        return ResponseHead(status, length, keep_alive, None)
+    raw = buf[:end]
     out = _HOP_LINES.sub(b"", raw) if hop else raw
     if connection and not _PLAIN_TOKENS.issuperset(connection):
         # Connection names further fields as hop-by-hop: drop those too (rare).

@@ -116,7 +116,7 @@ class ClientConnection(asyncio.Protocol):
         self.req_framer: ChunkedFramer | None = None
         self.resp_state = R_NONE
         self.resp_buf = b""
-        self.resp_head = b""
+        self.resp_head: bytes | None = None
         self.resp_left = 0
         self.resp_framer: ChunkedFramer | None = None
         self.resp_keep = False
@@ -200,56 +200,71 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(data)
             self._response_done()
             return
-        head_out = b""
         if rs == R_HEAD:
             if self.resp_buf:
                 data = self.resp_buf + data
                 self.resp_buf = b""
-            while True:
-                end = data.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(data) > MAX_RESPONSE_HEAD:
-                        self._backend_failed(502, "replica sent an oversize response head")
-                    else:
-                        self.resp_buf = data
-                    return
-                if not self._response_head(data[: end + 4]):
-                    return
-                data = data[end + 4 :]
-                if self.resp_state != R_HEAD:
-                    break
-                # An interim 1xx response went out; the final one follows.
-            head_out = self.resp_head
-            self.resp_head = b""
-            rs = self.resp_state
-        used = len(data)
+            self._response_start(data)
+            return
+        self._response_body(data, 0, None)
+
+    def _response_start(self, data: bytes) -> None:
+        """Data that holds the end of a response head (and maybe body bytes after it)."""
+        start = 0
+        while True:
+            end = data.find(b"\r\n\r\n", start)
+            if end < 0:
+                if len(data) - start > MAX_RESPONSE_HEAD:
+                    self._backend_failed(502, "replica sent an oversize response head")
+                else:
+                    self.resp_buf = data[start:]
+                return
+            end += 4
+            if start:  # an interim 1xx went out before: parse the next head in place
+                data, end = data[start:], end - start
+            if not self._response_head(data, end):
+                return
+            if self.resp_state != R_HEAD:
+                break
+            # An interim 1xx response: relay it, the final response follows.
+            out = self.resp_head
+            self.transport.write(data[:end] if out is None else out)
+            start = end
+        self._response_body(data, end, self.resp_head)
+
+    def _response_body(self, data: bytes, start: int, head_out: bytes | None) -> None:
+        """Relay `data[start:]` as body bytes; with `start` > 0, `data[:start]` is the head,
+        sent as received when `head_out` is None, or replaced by `head_out`."""
+        rs = self.resp_state
+        end = len(data)
         done = False
         if rs == R_LENGTH:
-            left = self.resp_left
-            if used >= left:
-                used, done = left, True
-            self.resp_left = left - used
+            if end - start >= self.resp_left:
+                end = start + self.resp_left
+                done = True
+            self.resp_left -= end - start
         elif rs == R_CHUNKED:
             assert self.resp_framer is not None
             try:
-                end = self.resp_framer.feed(data)
+                stop = self.resp_framer.feed(data, start)
             except HttpError as exc:
                 self._response_cut(f"replica sent a bad chunked body: {exc.message}")
                 return
-            if end >= 0:
-                used, done = end, True
+            if stop >= 0:
+                end, done = stop, True
         elif rs == R_NONE:  # a response without a body
-            used, done = 0, True
-        if used < len(data):
-            self.resp_keep = False
-            data = data[:used]
-        if head_out:
-            if data:
-                self.transport.writelines((head_out, data))
-            else:
-                self.transport.write(head_out)
-        elif data:
-            self.transport.write(data)
+            end, done = start, True
+        if end < len(data):
+            self.resp_keep = False  # bytes past the response: the connection is out of step
+        if head_out is None:
+            if end == len(data):
+                self.transport.write(data)  # head and body as received: no copy
+            elif end:
+                self.transport.write(data[:end])
+        elif end - start < 65536:
+            self.transport.write(head_out + data[start:end])  # one syscall, a small copy
+        else:
+            self.transport.writelines((head_out, data[start:end]))
         if done:
             self._response_done()
 
@@ -278,7 +293,7 @@ class ClientConnection(asyncio.Protocol):
     # -------------------------------------------------------------- the request side
     def _read_head(self, data: bytes) -> None:
         server = self.server
-        if data[:2] == b"\r\n":  # RFC 9112 2.2: ignore empty lines before a request
+        if data.startswith(b"\r\n"):  # RFC 9112 2.2: ignore empty lines before a request
             data = data.lstrip(b"\r\n")
             if not data:
                 return
@@ -455,19 +470,20 @@ class ClientConnection(asyncio.Protocol):
         self._backend_failed(503, "no replica is available to serve the request")
 
     # ------------------------------------------------------------ the response side
-    def _response_head(self, raw: bytes) -> bool:
+    def _response_head(self, data: bytes, end: int) -> bool:
+        """Read the head `data[:end]`; False if it was refused (the client got a 502)."""
         head = self.head
         assert head is not None and self.upstream is not None
         try:
             rh = parse_response_head(
-                raw, head.method == b"HEAD", head.keep_alive and not self.eof, head.http11
+                data, end, head.method == b"HEAD", head.keep_alive and not self.eof, head.http11
             )
         except HttpError as exc:
             self._backend_failed(502, exc.message)
             return False
+        self.resp_head = rh.out
         status = rh.status
         if status < 200:
-            self.transport.write(rh.out)
             return True
         codes = self.upstream.responses
         codes[status] = codes.get(status, 0) + 1
@@ -486,7 +502,6 @@ class ClientConnection(asyncio.Protocol):
             self.resp_state = R_CLOSE
         else:
             self.resp_state = R_NONE
-        self.resp_head = rh.out  # written together with the first body bytes
         return True
 
     def _response_done(self) -> None:
@@ -513,8 +528,10 @@ class ClientConnection(asyncio.Protocol):
         self.cands = None
         self.tried = None
         self.buf = b""
-        self.deadline = self.server.loop.time() + self.server.idle_timeout
-        self._resume(P_PIPELINE)
+        server = self.server
+        self.deadline = server.loop.time() + server.idle_timeout
+        if self.pauses & P_PIPELINE:
+            self._resume(P_PIPELINE)
         if rest:
             self._read_head(rest)
 

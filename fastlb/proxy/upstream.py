@@ -148,7 +148,8 @@ class Upstream:
         if conn.closed:
             return
         if len(self.idle) < self.pool_size:
-            conn.resume_reading()
+            if conn.paused:
+                conn.resume_reading()
             self.idle.append(conn)
         else:
             conn.close()

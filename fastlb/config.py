@@ -38,6 +38,8 @@ __all__ = [
     "ReplicaSpec",
     "ReplicasConfig",
     "RoutingConfig",
+    "AdminConfig",
+    "HealthConfig",
     "default",
     "load",
     "parse",
@@ -67,6 +69,7 @@ class ProxyConfig:
     low_water: int = 64 * 1024
     replica_paths: tuple[str, ...] = DEFAULT_REPLICA_PATHS
     backlog: int = 1024
+    shutdown_timeout: float = 10.0  # SIGTERM: how long requests in flight may take to finish
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,35 @@ class ReplicasConfig:
     start_timeout: float = 10.0
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
+    # provider = "docker"
+    image: str = "fastlb-replica:latest"
+    cluster: str = "fastlb"  # value of the fastlb.cluster label: which containers are ours
+    network: str = ""  # a user network to run replicas on, reached by name ("" = host ports)
+    stop_on_exit: bool = True  # stop the containers fastlb started when it exits
+    docker_url: str = ""  # the engine's address ("" = DOCKER_HOST or the default socket)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    on_data_port: bool = True  # serve /rep, /add, /rm on the proxy's port
+    listen: tuple[str, int] | None = None  # a separate admin listener (on_data_port = false)
+    token: str = ""  # bearer token that lets a non-loopback client change state
+    socket: str = ""  # path of the admin unix socket ("" = none)
+    max_replicas: int = 100
+    drain_timeout: float = 10.0  # /rm and `drain`: how long in-flight requests may take
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    interval: float = 0.5  # seconds between heartbeats to each replica
+    timeout: float = 0.4  # a heartbeat slower than this failed
+    rise: int = 2  # consecutive good heartbeats that bring a down replica back
+    fall: int = 2  # consecutive failed heartbeats that take a replica down
+    replace_with: str = "same"  # "same" name (keys return) or "random" (the spec's behaviour)
+    replace_after: float = 1.0  # a replica down this long is replaced
+    crash_window: float = 5.0  # dying within this many seconds of starting is a crash
+    backoff: float = 1.0  # first wait before restarting a crashing replica; doubles each time
+    backoff_max: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +138,8 @@ class Config:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     # Where the settings came from, for messages. Not compared: a file that spells out the
     # defaults configures exactly what no file does, and a reload of an unchanged file under
     # another path is no change.
@@ -132,12 +166,23 @@ def parse(text: str, source: str = "lb.toml") -> Config:
     proxy_table = _Table.top(source, document, "proxy", _PROXY_KEYS)
     routing_table = _Table.top(source, document, "routing", _ROUTING_KEYS)
     replicas_table = _Table.top(source, document, "replicas", _REPLICAS_KEYS)
+    admin_table = _Table.top(source, document, "admin", _ADMIN_KEYS)
+    health_table = _Table.top(source, document, "health", _HEALTH_KEYS)
 
     proxy = _read_proxy(proxy_table)
     routing = _read_routing(routing_table)
     replicas = _read_replicas(replicas_table)
+    admin = _read_admin(admin_table, replicas)
+    health = _read_health(health_table)
     _check_maglev_size(routing_table, routing, replicas)
-    return Config(proxy=proxy, routing=routing, replicas=replicas, source=source)
+    return Config(
+        proxy=proxy,
+        routing=routing,
+        replicas=replicas,
+        admin=admin,
+        health=health,
+        source=source,
+    )
 
 
 def load(path: str) -> Config:
@@ -175,6 +220,7 @@ _PROXY_KEYS = (
     "low_water",
     "replica_paths",
     "backlog",
+    "shutdown_timeout",
 )
 _ROUTING_KEYS = ("table", "key", "maglev_size", "classic_probe", "classic_hash")
 _REPLICAS_KEYS = (
@@ -186,12 +232,31 @@ _REPLICAS_KEYS = (
     "jitter_ms",
     "weights",
     "static",
+    "image",
+    "cluster",
+    "network",
+    "stop_on_exit",
+    "docker_url",
+)
+_ADMIN_KEYS = ("on_data_port", "listen", "token", "socket", "max_replicas", "drain_timeout")
+_HEALTH_KEYS = (
+    "interval",
+    "timeout",
+    "rise",
+    "fall",
+    "replace_with",
+    "replace_after",
+    "crash_window",
+    "backoff",
+    "backoff_max",
 )
 _STATIC_KEYS = ("name", "address", "weight")
 _TABLES: Mapping[str, tuple[str, ...]] = {
     "proxy": _PROXY_KEYS,
     "routing": _ROUTING_KEYS,
     "replicas": _REPLICAS_KEYS,
+    "admin": _ADMIN_KEYS,
+    "health": _HEALTH_KEYS,
 }
 
 # Used when fastlb.hashing (which owns the registry) is not there to ask.
@@ -199,6 +264,7 @@ _LITERAL_CLASSIC_HASHES = ("spec", "xxhash", "fnv1a")
 
 # Keys only the local provider acts on: with provider = "static" they would be silently ignored.
 _LOCAL_ONLY_KEYS = ("count", "names", "weights", "latency_ms", "jitter_ms")
+_DOCKER_ONLY_KEYS = ("image", "cluster", "network", "stop_on_exit", "docker_url")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -676,6 +742,7 @@ def _read_proxy(table: _Table) -> ProxyConfig:
         low_water=low_water,
         replica_paths=table.get("replica_paths", _list_of(_replica_path), d.replica_paths),
         backlog=table.get("backlog", _POSITIVE_INTEGER, d.backlog),
+        shutdown_timeout=table.get("shutdown_timeout", _POSITIVE_NUMBER, d.shutdown_timeout),
     )
 
 
@@ -692,10 +759,14 @@ def _read_routing(table: _Table) -> RoutingConfig:
 
 def _read_replicas(table: _Table) -> ReplicasConfig:
     d = ReplicasConfig()
-    provider = table.get("provider", _choice(("local", "static")), d.provider)
+    provider = table.get("provider", _choice(("local", "static", "docker")), d.provider)
     start_timeout = table.get("start_timeout", _POSITIVE_NUMBER, d.start_timeout)
     if provider == "static":
         return _read_static_replicas(table, start_timeout)
+    if provider != "docker":
+        for key in _DOCKER_ONLY_KEYS:
+            if table.has(key):
+                raise table.error(key, 'only used with provider = "docker"')
     if table.has("static"):
         raise table.error(
             "static",
@@ -711,6 +782,82 @@ def _read_replicas(table: _Table) -> ReplicasConfig:
         start_timeout=start_timeout,
         latency_ms=table.get("latency_ms", _NON_NEGATIVE_NUMBER, d.latency_ms),
         jitter_ms=table.get("jitter_ms", _NON_NEGATIVE_NUMBER, d.jitter_ms),
+        image=table.get("image", _docker_reference, d.image),
+        cluster=table.get("cluster", _replica_name, d.cluster),
+        network=table.get("network", _optional_name, d.network),
+        stop_on_exit=table.get("stop_on_exit", _boolean, d.stop_on_exit),
+        docker_url=table.get("docker_url", _text, d.docker_url),
+    )
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise _expected("a string", value)
+    return value
+
+
+def _optional_name(value: object) -> str:
+    """A container-style name, or "" for none."""
+    return "" if value == "" else _replica_name(value)
+
+
+def _docker_reference(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", value):
+        raise _expected('an image reference such as "fastlb-replica:latest"', value)
+    return value
+
+
+def _read_admin(table: _Table, replicas: ReplicasConfig) -> AdminConfig:
+    d = AdminConfig()
+    on_data_port = table.get("on_data_port", _boolean, d.on_data_port)
+    listen = table.optional("listen", _address)
+    if not on_data_port and listen is None:
+        raise table.error(
+            "listen",
+            'expected an address such as "127.0.0.1:5001" when on_data_port = false '
+            "(otherwise the admin routes would be served nowhere)",
+        )
+    # Unset, the ceiling never sits below the replicas the file itself asks for.
+    max_replicas = table.get("max_replicas", _REPLICA_COUNT, max(d.max_replicas, replicas.count))
+    if max_replicas < replicas.count:
+        raise table.error(
+            "max_replicas",
+            f"expected at least the configured replica count ({replicas.count}), got {max_replicas}",
+        )
+    return AdminConfig(
+        on_data_port=on_data_port,
+        listen=listen,
+        token=table.get("token", _text, d.token),
+        socket=table.get("socket", _text, d.socket),
+        max_replicas=max_replicas,
+        drain_timeout=table.get("drain_timeout", _POSITIVE_NUMBER, d.drain_timeout),
+    )
+
+
+def _read_health(table: _Table) -> HealthConfig:
+    d = HealthConfig()
+    interval = table.get("interval", _POSITIVE_NUMBER, d.interval)
+    timeout = table.get("timeout", _POSITIVE_NUMBER, min(d.timeout, interval))
+    if timeout > interval:
+        raise table.error(
+            "timeout", f"expected at most interval ({interval:g}), got {timeout:g}"
+        )
+    backoff = table.get("backoff", _POSITIVE_NUMBER, d.backoff)
+    backoff_max = table.get("backoff_max", _POSITIVE_NUMBER, max(d.backoff_max, backoff))
+    if backoff_max < backoff:
+        raise table.error(
+            "backoff_max", f"expected at least backoff ({backoff:g}), got {backoff_max:g}"
+        )
+    return HealthConfig(
+        interval=interval,
+        timeout=timeout,
+        rise=table.get("rise", _integer(1, 100), d.rise),
+        fall=table.get("fall", _integer(1, 100), d.fall),
+        replace_with=table.get("replace_with", _choice(("same", "random")), d.replace_with),
+        replace_after=table.get("replace_after", _POSITIVE_NUMBER, d.replace_after),
+        crash_window=table.get("crash_window", _NON_NEGATIVE_NUMBER, d.crash_window),
+        backoff=backoff,
+        backoff_max=backoff_max,
     )
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+#: Called with a replica's name the moment the provider sees it die on its own.
+ExitCallback = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,16 @@ class Provider(Protocol):
 
     def names(self) -> list[str]:
         """The replicas the configuration asks for, in order."""
+        ...
+
+    def on_exit(self, callback: ExitCallback) -> None:
+        """Register `callback(name)`, run on the event loop as soon as a replica this provider
+        started dies without being asked to (a process exit, a container's `die` event)."""
+        ...
+
+    async def adopt(self) -> list[Replica]:
+        """Replicas already running that belong to this balancer (Docker containers with its
+        cluster label, left by an earlier run), now owned by this provider. [] elsewhere."""
         ...
 
     async def start(self, name: str) -> Replica:

@@ -1,5 +1,8 @@
 """Replicas as child processes: `python -m replica` on free loopback ports.
 
+A child that exits is seen at once: each child's pidfd (Linux >= 5.3) is watched by the event
+loop, which wakes when the process ends; no polling, no SIGCHLD handler, no thread.
+
 A child must never outlive fastlb, however fastlb ends. A clean exit, SIGINT, SIGTERM or an
 exception stops the children through `close()`; SIGKILL of fastlb cannot run any code of ours,
 so each child is started with PR_SET_PDEATHSIG: the kernel kills it when its parent dies.
@@ -19,7 +22,7 @@ import sys
 
 from fastlb.config import ReplicasConfig
 from fastlb.errors import ReplicaError
-from fastlb.replicas.base import Replica, heartbeat
+from fastlb.replicas.base import ExitCallback, Replica, heartbeat
 
 log = logging.getLogger("fastlb.replicas")
 
@@ -52,9 +55,39 @@ class LocalProvider:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._replicas: dict[str, Replica] = {}
         self._weights = dict(config.weights)
+        self._watched: dict[str, int] = {}  # name -> pidfd
+        self._on_exit: ExitCallback | None = None
 
     def names(self) -> list[str]:
         return list(self._config.names)
+
+    def on_exit(self, callback: ExitCallback) -> None:
+        self._on_exit = callback
+
+    async def adopt(self) -> list[Replica]:
+        """Children die with their parent, so there is never anything left to adopt."""
+        return []
+
+    def _watch(self, name: str, proc: subprocess.Popen[bytes]) -> None:
+        fd = os.pidfd_open(proc.pid)
+        self._watched[name] = fd
+        asyncio.get_running_loop().add_reader(fd, self._exited, name, proc)
+
+    def _unwatch(self, name: str) -> None:
+        fd = self._watched.pop(name, None)
+        if fd is not None:
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+
+    def _exited(self, name: str, proc: subprocess.Popen[bytes]) -> None:
+        self._unwatch(name)
+        proc.wait()  # reap: it has exited, this does not block
+        if self._procs.get(name) is proc:
+            del self._procs[name]
+            self._replicas.pop(name, None)
+            log.warning("replica %s (pid %d) exited with %s", name, proc.pid, proc.returncode)
+            if self._on_exit is not None:
+                self._on_exit(name)
 
     def command(self, name: str, port: int) -> list[str]:
         cfg = self._config
@@ -82,6 +115,7 @@ class LocalProvider:
             if await self._wait_ready(proc, port):
                 replica = Replica(name, self.host, port, self._weights.get(name, 1), proc.pid)
                 self._replicas[name] = replica
+                self._watch(name, proc)
                 return replica
             last = f"exit code {proc.returncode}" if proc.returncode is not None else "timeout"
             await self._terminate(name)
@@ -115,6 +149,7 @@ class LocalProvider:
         await self._terminate(name)
 
     async def _terminate(self, name: str) -> None:
+        self._unwatch(name)  # asked to stop: not an exit to report
         proc = self._procs.pop(name, None)
         if proc is None or proc.poll() is not None:
             return
@@ -133,6 +168,9 @@ class LocalProvider:
 
     def close_now(self) -> None:
         """Last resort when no event loop is left to run `close()`: kill and reap."""
+        for fd in self._watched.values():
+            os.close(fd)
+        self._watched.clear()
         for proc in self._procs.values():
             if proc.poll() is None:
                 proc.kill()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastlb.config import ReplicasConfig
 from fastlb.errors import ReplicaError
-from fastlb.replicas.base import Replica
+from fastlb.replicas.base import ExitCallback, Replica
 
 
 class StaticProvider:
@@ -14,6 +14,12 @@ class StaticProvider:
 
     def names(self) -> list[str]:
         return list(self._specs)
+
+    def on_exit(self, callback: ExitCallback) -> None:
+        """Static replicas are not ours: their failures show in heartbeats only."""
+
+    async def adopt(self) -> list[Replica]:
+        return []
 
     async def start(self, name: str) -> Replica:
         spec = self._specs.get(name)

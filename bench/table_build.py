@@ -15,8 +15,8 @@ import time
 
 import uvloop
 
-from fastlb.app import TableBuilder
-from fastlb.config import Config, RoutingConfig
+from fastlb.config import RoutingConfig
+from fastlb.control.tables import TableBuilder
 
 
 async def measure(builder: TableBuilder, members: list[tuple[str, int]], inline: bool) -> float:
@@ -46,7 +46,7 @@ async def measure(builder: TableBuilder, members: list[tuple[str, int]], inline:
 
 
 async def run(sizes: list[int], repeat: int, table: str) -> None:
-    builder = TableBuilder(Config(routing=RoutingConfig(table=table)))
+    builder = TableBuilder(RoutingConfig(table=table))
     await builder.build([("warm", 1)])  # start the worker before measuring
     print(f"| {table} members | inline build ms | loop stall inline ms | loop stall in worker ms |")
     print("|--:|--:|--:|--:|")

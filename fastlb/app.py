@@ -1,72 +1,56 @@
-"""Wiring: config -> replicas from a provider -> upstreams -> routing table -> proxy server.
+"""Wiring: config -> provider -> cluster (health, healing, tables) -> proxy server(s) and the
+admin surfaces.
 
 The one place that knows every part; the parts know nothing of each other beyond their
-interfaces (cli -> app -> proxy/replicas -> table/config/http).
+interfaces (cli -> app -> proxy/control/replicas -> table/config/http).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
-import multiprocessing
 import signal
-from collections.abc import Sequence
 
-from fastlb.config import Config
+from fastlb.config import Config, load
+from fastlb.control.adminsock import AdminSocket
+from fastlb.control.api import ControlError
+from fastlb.control.classic import ClassicAdmin
+from fastlb.control.cluster import Cluster
+from fastlb.control.tables import TableBuilder
 from fastlb.errors import FastlbError
 from fastlb.proxy.server import ProxyServer
 from fastlb.proxy.upstream import Upstream
 from fastlb.replicas import Provider, Replica, make_provider
-from fastlb.routing import Route
-from fastlb.table import Table, build_table
 
 log = logging.getLogger("fastlb")
 
 
-class TableBuilder:
-    """Builds routing tables without stalling the event loop.
-
-    A Maglev table of 65537 entries takes tens of milliseconds of pure Python, and a thread
-    would hold the GIL for up to the 5 ms switch interval at a time, so a rebuild while
-    serving runs in a worker process (forkserver: forking a process that runs an event loop
-    is unsafe) and comes back pickled. Building before the listener opens stays inline.
-    """
-
-    def __init__(self, config: Config) -> None:
-        self._routing = config.routing
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-
-    def build_now(self, members: Sequence[tuple[str, int]]) -> Table:
-        return build_table(self._routing, members)
-
-    async def build(self, members: Sequence[tuple[str, int]]) -> Table:
-        if self._pool is None:
-            context = multiprocessing.get_context("forkserver")
-            self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=context)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, build_table, self._routing, list(members))
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-
 class Balancer:
-    """One running fastlb: its replicas, its table and its listener."""
+    """One running fastlb: its cluster of replicas, its listeners and its admin socket."""
 
-    def __init__(self, config: Config, provider: Provider | None = None) -> None:
+    def __init__(
+        self, config: Config, provider: Provider | None = None, config_path: str | None = None
+    ) -> None:
         self.config = config
+        self.config_path = config_path
         self.provider = provider or make_provider(config.replicas)
-        self.tables = TableBuilder(config)
-        self.replicas: dict[str, Replica] = {}
-        self.upstreams: dict[str, Upstream] = {}
+        self.tables = TableBuilder(config.routing)
+        self.cluster = Cluster(
+            config,
+            self.provider,
+            self.tables,
+            self._upstream,
+            reload_config=(lambda: load(config_path)) if config_path else None,
+        )
         self.server: ProxyServer | None = None
+        self.admin_server: ProxyServer | None = None
+        self.admin_socket: AdminSocket | None = None
         self._stopping = asyncio.Event()
+        self._reloading: asyncio.Task[None] | None = None
 
     def _upstream(self, replica: Replica) -> Upstream:
-        proxy = self.config.proxy
+        # The cluster's config: after a reload, new upstreams take the new pool settings.
+        proxy = self.cluster.config.proxy
         return Upstream(
             replica.name,
             replica.host,
@@ -78,51 +62,86 @@ class Balancer:
             low_water=proxy.low_water,
         )
 
-    async def start(self) -> None:
-        names = self.provider.names()
-        results = await asyncio.gather(
-            *(self.provider.start(name) for name in names), return_exceptions=True
-        )
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
-        for replica in results:
-            assert isinstance(replica, Replica)
-            self.replicas[replica.name] = replica
-            self.upstreams[replica.name] = self._upstream(replica)
-        members = [(r.name, r.weight) for r in self.replicas.values()]
-        route = Route.build(self.tables.build_now(members), self.upstreams)
-        self.server = ProxyServer(self.config.proxy, self.config.routing.key, route)
+    async def _listen(self, server: ProxyServer) -> None:
         try:
-            await self.server.start()
+            await server.start()
         except OSError as exc:
-            proxy = self.config.proxy
+            host, port = server.listen
             raise FastlbError(
-                f"cannot listen on {proxy.host}:{proxy.port}: {exc.strerror or exc}; "
-                "is another server using that port? Set [proxy] listen in the config"
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                "is another server using that port? Set [proxy] listen (or [admin] listen)"
             ) from None
+
+    async def start(self) -> None:
+        config = self.config
+        route = await self.cluster.start()
+        admin = ClassicAdmin(self.cluster, config.admin)
+        on_data_port = config.admin.on_data_port
+        self.server = ProxyServer(
+            config.proxy,
+            config.routing.key,
+            route,
+            local=admin.routes() if on_data_port else None,
+        )
+        self.cluster.attach(self.server)
+        await self._listen(self.server)
+        if config.admin.listen is not None and not on_data_port:
+            self.admin_server = ProxyServer(
+                config.proxy,
+                config.routing.key,
+                None,
+                local=admin.routes(),
+                forward=False,
+                listen=config.admin.listen,
+            )
+            await self._listen(self.admin_server)
+        if config.admin.socket:
+            self.admin_socket = AdminSocket(self.cluster)
+            await self.admin_socket.start(config.admin.socket)
         host, port = self.server.address
-        listing = ", ".join(f"{r.name} ({r.host}:{r.port})" for r in self.replicas.values())
-        log.info("listening on %s:%d, %s table, replicas: %s", host, port,
-                 self.config.routing.table, listing)
+        listing = ", ".join(
+            f"{info.name} ({info.address})" for info in self.cluster.replicas()
+        )
+        log.info(
+            "listening on %s:%d, %s table, replicas: %s", host, port, config.routing.table, listing
+        )
 
     def request_stop(self) -> None:
         self._stopping.set()
 
+    def request_reload(self) -> None:
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.ensure_future(self._reload())
+
+    async def _reload(self) -> None:
+        try:
+            log.info("SIGHUP: %s", await self.cluster.reload())
+        except ControlError as exc:
+            log.error("reload failed: %s", exc)
+
     async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (shutdown_timeout), stop replicas."""
+        grace = self.cluster.config.proxy.shutdown_timeout
+        if self.admin_socket is not None:
+            await self.admin_socket.close()
+        if self.admin_server is not None:
+            self.admin_server.stop_accepting()
         if self.server is not None:
-            await self.server.stop()
-        await self.provider.close()
+            await self.server.stop(grace)
+        if self.admin_server is not None:
+            await self.admin_server.stop(0.5)
+        await self.cluster.close()
         self.tables.close()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             await self.start()
             await self._stopping.wait()
-            log.info("stopping")
+            log.info("stopping: draining requests in flight")
         finally:
             await self.stop()
         return 0

@@ -27,8 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(config: Config) -> int:
-    return await Balancer(config).run()
+async def _serve(config: Config, path: str | None) -> int:
+    return await Balancer(config, config_path=path).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="fastlb: %(message)s", stream=sys.stderr
     )
     try:
-        return uvloop.run(_serve(config))
+        return uvloop.run(_serve(config, args.config))
     except FastlbError as exc:
         print(f"fastlb: {exc}", file=sys.stderr)
         return 1

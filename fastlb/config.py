@@ -32,14 +32,14 @@ from fastlb.errors import ConfigError
 __all__ = [
     "DEFAULT_REPLICA_PATHS",
     "MAX_REPLICAS",
+    "AdminConfig",
     "Config",
     "ConfigError",
+    "HealthConfig",
     "ProxyConfig",
     "ReplicaSpec",
     "ReplicasConfig",
     "RoutingConfig",
-    "AdminConfig",
-    "HealthConfig",
     "default",
     "load",
     "parse",
@@ -761,12 +761,13 @@ def _read_replicas(table: _Table) -> ReplicasConfig:
     d = ReplicasConfig()
     provider = table.get("provider", _choice(("local", "static", "docker")), d.provider)
     start_timeout = table.get("start_timeout", _POSITIVE_NUMBER, d.start_timeout)
-    if provider == "static":
-        return _read_static_replicas(table, start_timeout)
+    # Before the static branch: it reads only its own keys, so it would ignore these silently.
     if provider != "docker":
         for key in _DOCKER_ONLY_KEYS:
             if table.has(key):
                 raise table.error(key, 'only used with provider = "docker"')
+    if provider == "static":
+        return _read_static_replicas(table, start_timeout)
     if table.has("static"):
         raise table.error(
             "static",
@@ -810,11 +811,14 @@ def _docker_reference(value: object) -> str:
 def _read_admin(table: _Table, replicas: ReplicasConfig) -> AdminConfig:
     d = AdminConfig()
     on_data_port = table.get("on_data_port", _boolean, d.on_data_port)
-    listen = table.optional("listen", _address)
-    if not on_data_port and listen is None:
-        raise table.error(
+    if on_data_port:
+        listen = table.optional("listen", _address)
+    else:
+        # A missing key, reported as [replicas] static is for provider = "static".
+        listen = table.require(
             "listen",
-            'expected an address such as "127.0.0.1:5001" when on_data_port = false '
+            _address,
+            'on_data_port = false needs an admin address such as "127.0.0.1:5001" '
             "(otherwise the admin routes would be served nowhere)",
         )
     # Unset, the ceiling never sits below the replicas the file itself asks for.
@@ -822,7 +826,8 @@ def _read_admin(table: _Table, replicas: ReplicasConfig) -> AdminConfig:
     if max_replicas < replicas.count:
         raise table.error(
             "max_replicas",
-            f"expected at least the configured replica count ({replicas.count}), got {max_replicas}",
+            f"expected at least the configured replica count ({replicas.count}), "
+            f"got {max_replicas}",
         )
     return AdminConfig(
         on_data_port=on_data_port,
@@ -836,17 +841,27 @@ def _read_admin(table: _Table, replicas: ReplicasConfig) -> AdminConfig:
 
 def _read_health(table: _Table) -> HealthConfig:
     d = HealthConfig()
+
+    def shown(key: str, value: float) -> str:
+        # As written in the file, like every other value in a message: `:g` would show 0.3 and
+        # 0.30000001 alike, and "expected at most 0.3, got 0.3" points nowhere.
+        return _show(table.data.get(key, value))
+
     interval = table.get("interval", _POSITIVE_NUMBER, d.interval)
     timeout = table.get("timeout", _POSITIVE_NUMBER, min(d.timeout, interval))
     if timeout > interval:
         raise table.error(
-            "timeout", f"expected at most interval ({interval:g}), got {timeout:g}"
+            "timeout",
+            f"expected at most interval ({shown('interval', interval)}), "
+            f"got {shown('timeout', timeout)}",
         )
     backoff = table.get("backoff", _POSITIVE_NUMBER, d.backoff)
     backoff_max = table.get("backoff_max", _POSITIVE_NUMBER, max(d.backoff_max, backoff))
     if backoff_max < backoff:
         raise table.error(
-            "backoff_max", f"expected at least backoff ({backoff:g}), got {backoff_max:g}"
+            "backoff_max",
+            f"expected at least backoff ({shown('backoff', backoff)}), "
+            f"got {shown('backoff_max', backoff_max)}",
         )
     return HealthConfig(
         interval=interval,

@@ -11,7 +11,7 @@ import math
 import sys
 import tomllib
 import types
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -20,8 +20,10 @@ from hypothesis import strategies as st
 
 from fastlb import config
 from fastlb.config import (
+    AdminConfig,
     Config,
     ConfigError,
+    HealthConfig,
     ProxyConfig,
     ReplicasConfig,
     ReplicaSpec,
@@ -32,6 +34,10 @@ from fastlb.config import (
 )
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "lb.toml"
+
+# The tables of a Config, by field name: each is also a table of the file.
+PARTS = tuple(f.name for f in fields(Config) if f.name != "source")
+DOCKER_KEYS = ("image", "cluster", "network", "stop_on_exit", "docker_url")
 
 
 def error(text: str, source: str = "lb.toml") -> str:
@@ -49,7 +55,12 @@ def test_empty_file_is_the_default() -> None:
 
 
 def test_empty_tables_are_the_default() -> None:
-    assert parse("[proxy]\n[routing]\n[replicas]\n") == default()
+    assert parse("[proxy]\n[routing]\n[replicas]\n[admin]\n[health]\n") == default()
+
+
+def test_every_table_of_the_config_is_a_table_of_the_file() -> None:
+    assert tuple(config._TABLES) == PARTS
+    assert config._DOCKER_ONLY_KEYS == DOCKER_KEYS
 
 
 def test_default_matches_the_dataclass_defaults() -> None:
@@ -57,29 +68,104 @@ def test_default_matches_the_dataclass_defaults() -> None:
     assert cfg.proxy == ProxyConfig()
     assert cfg.routing == RoutingConfig()
     assert cfg.replicas == ReplicasConfig()
+    assert cfg.admin == AdminConfig()
+    assert cfg.health == HealthConfig()
     assert cfg.source == "<default>"
     assert cfg.replicas.count == len(cfg.replicas.names)
+
+
+def test_defaults_of_the_new_keys() -> None:
+    """The documented defaults, spelled out: a change to one is a change to conf/lb.toml too."""
+    cfg = default()
+    assert cfg.proxy.shutdown_timeout == 10.0
+    assert cfg.replicas.provider == "local"
+    assert (
+        cfg.replicas.image,
+        cfg.replicas.cluster,
+        cfg.replicas.network,
+        cfg.replicas.stop_on_exit,
+        cfg.replicas.docker_url,
+    ) == ("fastlb-replica:latest", "fastlb", "", True, "")
+    assert cfg.admin == AdminConfig(
+        on_data_port=True,
+        listen=None,
+        token="",
+        socket="",
+        max_replicas=100,
+        drain_timeout=10.0,
+    )
+    assert cfg.health == HealthConfig(
+        interval=0.5,
+        timeout=0.4,
+        rise=2,
+        fall=2,
+        replace_with="same",
+        replace_after=1.0,
+        crash_window=5.0,
+        backoff=1.0,
+        backoff_max=30.0,
+    )
 
 
 def test_shipped_conf_is_exactly_the_default() -> None:
     cfg = load(str(CONF))
     assert cfg == default()
-    for part in ("proxy", "routing", "replicas"):
+    for part in PARTS:
         assert getattr(cfg, part) == getattr(default(), part)
     assert cfg.source == str(CONF)
 
 
+# Keys conf/lb.toml shows commented out: derived from other keys (setting them would change what
+# the defaults mean: raise count and a written max_replicas = 100 becomes an error), without a
+# default (admin listen), or only used by another provider.
+COMMENTED_OUT = {
+    "replicas": {"names", "static", *DOCKER_KEYS},
+    "admin": {"listen", "max_replicas"},
+    "health": {"timeout", "backoff_max"},
+}
+DERIVED = ("names", "max_replicas", "timeout", "backoff_max")
+
+
+def uncomment(text: str, keys: tuple[str, ...]) -> str:
+    """conf/lb.toml with the commented-out `# key = value` lines of these keys made live."""
+    for key in keys:
+        assert text.count(f"\n# {key} = ") == 1, key
+        text = text.replace(f"\n# {key} = ", f"\n{key} = ")
+    return text
+
+
 def test_shipped_conf_sets_every_key_but_the_derived_ones() -> None:
-    """conf/lb.toml documents every key. `names` (derived from count) and the static entries are
-    there commented out, because setting them would change what the defaults mean."""
+    """conf/lb.toml documents every key. The ones in COMMENTED_OUT are there commented out (the
+    static entries as an example)."""
     text = CONF.read_text()
     document = tomllib.loads(text)
-    derived = {"names", "static"}
     assert set(document) == set(config._TABLES)
     for table, keys in config._TABLES.items():
-        assert set(document[table]) == set(keys) - derived, table
+        assert set(document[table]) == set(keys) - COMMENTED_OUT.get(table, set()), table
+        for key in COMMENTED_OUT.get(table, set()) - {"static"}:
+            assert f"\n# {key} = " in text, key
     assert "\n# names = [" in text
     assert "\n# [[replicas.static]]\n# name = " in text
+
+
+def test_shipped_conf_comments_out_the_defaults_of_derived_keys() -> None:
+    """Uncommented, the derived keys' lines still configure exactly the default."""
+    assert parse(uncomment(CONF.read_text(), DERIVED)) == default()
+
+
+def test_shipped_conf_comments_out_the_docker_defaults() -> None:
+    text = uncomment(CONF.read_text(), DOCKER_KEYS)
+    assert text.count('\nprovider = "local"\n') == 1
+    text = text.replace('\nprovider = "local"\n', '\nprovider = "docker"\n')
+    assert parse(text).replicas == ReplicasConfig(provider="docker")
+
+
+def test_shipped_conf_shows_an_admin_listen_example() -> None:
+    text = uncomment(CONF.read_text(), ("listen",)).replace(
+        "\non_data_port = true\n", "\non_data_port = false\n"
+    )
+    admin = parse(text).admin
+    assert (admin.on_data_port, admin.listen) == (False, ("127.0.0.1", 5001))
 
 
 def test_source_is_provenance_not_configuration() -> None:
@@ -109,6 +195,7 @@ def test_every_key_is_read() -> None:
         low_water = 0
         replica_paths = []
         backlog = 16
+        shutdown_timeout = 2.5
 
         [routing]
         table = "classic"
@@ -118,13 +205,37 @@ def test_every_key_is_read() -> None:
         classic_hash = "xxhash"
 
         [replicas]
-        provider = "local"
+        provider = "docker"
         count = 2
         names = ["a", "b"]
         start_timeout = 3
         latency_ms = 5
         jitter_ms = 1.5
         weights = { b = 3 }
+        image = "registry.example.com:5000/team/replica:1.2"
+        cluster = "blue"
+        network = "lbnet"
+        stop_on_exit = false
+        docker_url = "tcp://10.0.0.5:2375"
+
+        [admin]
+        on_data_port = false
+        listen = "[::1]:9000"
+        token = "s3cret"
+        socket = "/run/fastlb/admin.sock"
+        max_replicas = 50
+        drain_timeout = 4
+
+        [health]
+        interval = 1
+        timeout = 0.25
+        rise = 3
+        fall = 4
+        replace_with = "random"
+        replace_after = 2.5
+        crash_window = 0
+        backoff = 0.5
+        backoff_max = 8
         """
     )
     assert cfg == Config(
@@ -144,6 +255,7 @@ def test_every_key_is_read() -> None:
             low_water=0,
             replica_paths=(),
             backlog=16,
+            shutdown_timeout=2.5,
         ),
         routing=RoutingConfig(
             table="classic",
@@ -153,27 +265,58 @@ def test_every_key_is_read() -> None:
             classic_hash="xxhash",
         ),
         replicas=ReplicasConfig(
-            provider="local",
+            provider="docker",
             count=2,
             names=("a", "b"),
             weights=(("b", 3),),
             start_timeout=3.0,
             latency_ms=5.0,
             jitter_ms=1.5,
+            image="registry.example.com:5000/team/replica:1.2",
+            cluster="blue",
+            network="lbnet",
+            stop_on_exit=False,
+            docker_url="tcp://10.0.0.5:2375",
+        ),
+        admin=AdminConfig(
+            on_data_port=False,
+            listen=("::1", 9000),
+            token="s3cret",
+            socket="/run/fastlb/admin.sock",
+            max_replicas=50,
+            drain_timeout=4.0,
+        ),
+        health=HealthConfig(
+            interval=1.0,
+            timeout=0.25,
+            rise=3,
+            fall=4,
+            replace_with="random",
+            replace_after=2.5,
+            crash_window=0.0,
+            backoff=0.5,
+            backoff_max=8.0,
         ),
     )
     defaults = default()
-    for part in ("proxy", "routing", "replicas"):
+    for part in PARTS:
         for f in fields(getattr(cfg, part)):
-            if f.name in ("provider", "static"):  # local-only here; static is tested below
+            if f.name == "static":  # docker here; static is tested below
                 continue
             assert getattr(getattr(cfg, part), f.name) != getattr(getattr(defaults, part), f.name)
 
 
 def test_numbers_come_out_as_floats_and_ints() -> None:
-    proxy = parse("[proxy]\nconnect_timeout = 3\n").proxy
+    proxy = parse("[proxy]\nconnect_timeout = 3\nshutdown_timeout = 5\n").proxy
     assert isinstance(proxy.connect_timeout, float)
+    assert isinstance(proxy.shutdown_timeout, float)
     assert isinstance(proxy.max_header_bytes, int)
+    cfg = parse("[admin]\ndrain_timeout = 1\nmax_replicas = 7\n[health]\ninterval = 1\nrise = 3\n")
+    assert isinstance(cfg.admin.drain_timeout, float)
+    assert isinstance(cfg.admin.max_replicas, int)
+    assert isinstance(cfg.health.interval, float)
+    assert isinstance(cfg.health.timeout, float)
+    assert isinstance(cfg.health.rise, int)
 
 
 def test_config_is_frozen_and_hashable() -> None:
@@ -209,6 +352,11 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("proxy", "high_water", "0", "a positive integer"),
     ("proxy", "low_water", "-1", "an integer >= 0"),
     ("proxy", "backlog", "0", "a positive integer"),
+    ("proxy", "shutdown_timeout", "0", "a positive number"),
+    ("proxy", "shutdown_timeout", "-10", "a positive number"),
+    ("proxy", "shutdown_timeout", '"10s"', "a positive number"),
+    ("proxy", "shutdown_timeout", "true", "a positive number"),
+    ("proxy", "shutdown_timeout", "inf", "a positive number (finite)"),
     ("proxy", "forwarded_headers", "1", "true or false"),
     ("proxy", "forwarded_headers", '"yes"', "true or false"),
     ("proxy", "forwarded_headers", '"true"', "true or false"),
@@ -258,7 +406,9 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("routing", "classic_probe", '"cubic"', '"linear" or "quadratic"'),
     ("routing", "classic_hash", '"md5"', '"spec", "xxhash" or "fnv1a"'),
     ("routing", "classic_hash", "0", '"spec", "xxhash" or "fnv1a"'),
-    ("replicas", "provider", '"docker"', '"local" or "static"'),
+    ("replicas", "provider", '"kubernetes"', '"local", "static" or "docker"'),
+    ("replicas", "provider", '"Docker"', '"local", "static" or "docker"'),
+    ("replicas", "provider", "1", '"local", "static" or "docker"'),
     ("replicas", "count", "0", "an integer from 1 to 1000"),
     ("replicas", "count", "1001", "an integer from 1 to 1000"),
     ("replicas", "count", "2.5", "an integer from 1 to 1000"),
@@ -285,6 +435,55 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("replicas", "weights.Server1", "{ Server1 = 1.5 }", "a positive integer"),
     ("replicas", "weights.Server1", "{ Server1 = true }", "a positive integer"),
     ("replicas", "weights.Server2", "{ Server1 = 2, Server2 = -1 }", "a positive integer"),
+    ("admin", "on_data_port", "0", "true or false"),
+    ("admin", "on_data_port", '"false"', "true or false"),
+    ("admin", "listen", '"127.0.0.1"', '"host:port" (or "[ipv6]:port")'),
+    ("admin", "listen", "5001", '"host:port" (or "[ipv6]:port")'),
+    ("admin", "listen", '"127.0.0.1:0"', "a port from 1 to 65535"),
+    ("admin", "listen", '"::1:5001"', "an IPv6 address in brackets"),
+    ("admin", "listen", '"bad host:5001"', "a hostname or IPv4 address"),
+    ("admin", "token", "1234", "a string"),
+    ("admin", "token", "true", "a string"),
+    ("admin", "token", '["s3cret"]', "a string"),
+    ("admin", "socket", "0", "a string"),
+    ("admin", "socket", "false", "a string"),
+    ("admin", "max_replicas", "0", "an integer from 1 to 1000"),
+    ("admin", "max_replicas", "1001", "an integer from 1 to 1000"),
+    ("admin", "max_replicas", "100.0", "an integer from 1 to 1000"),
+    ("admin", "max_replicas", "true", "an integer from 1 to 1000"),
+    ("admin", "max_replicas", '"100"', "an integer from 1 to 1000"),
+    ("admin", "max_replicas", "2", "at least the configured replica count (3)"),
+    ("admin", "drain_timeout", "0", "a positive number"),
+    ("admin", "drain_timeout", "-1", "a positive number"),
+    ("admin", "drain_timeout", '"10s"', "a positive number"),
+    ("admin", "drain_timeout", "nan", "a positive number (finite)"),
+    ("health", "interval", "0", "a positive number"),
+    ("health", "interval", "-0.5", "a positive number"),
+    ("health", "interval", '"500ms"', "a positive number"),
+    ("health", "interval", "true", "a positive number"),
+    ("health", "interval", "inf", "a positive number (finite)"),
+    ("health", "timeout", "0", "a positive number"),
+    ("health", "timeout", "false", "a positive number"),
+    ("health", "timeout", "0.6", "at most interval (0.5)"),
+    ("health", "rise", "0", "an integer from 1 to 100"),
+    ("health", "rise", "101", "an integer from 1 to 100"),
+    ("health", "rise", "2.0", "an integer from 1 to 100"),
+    ("health", "rise", "true", "an integer from 1 to 100"),
+    ("health", "fall", "0", "an integer from 1 to 100"),
+    ("health", "fall", "-2", "an integer from 1 to 100"),
+    ("health", "fall", '"2"', "an integer from 1 to 100"),
+    ("health", "replace_with", '"new"', '"same" or "random"'),
+    ("health", "replace_with", '"Same"', '"same" or "random"'),
+    ("health", "replace_with", "1", '"same" or "random"'),
+    ("health", "replace_after", "0", "a positive number"),
+    ("health", "replace_after", "-1", "a positive number"),
+    ("health", "crash_window", "-1", "a number >= 0"),
+    ("health", "crash_window", "true", "a number >= 0"),
+    ("health", "crash_window", "-inf", "a number >= 0 (finite)"),
+    ("health", "backoff", "0", "a positive number"),
+    ("health", "backoff", '"1s"', "a positive number"),
+    ("health", "backoff_max", "0", "a positive number"),
+    ("health", "backoff_max", "0.5", "at least backoff (1.0)"),
 ]
 
 
@@ -295,6 +494,37 @@ def test_bad_value_names_file_table_and_key(
     bare_key = key.split("[")[0].split(".")[0]
     message = error(f"[{table}]\n{bare_key} = {value}\n")
     assert message.startswith(f"lb.toml: [{table}] {key}: expected {expected}"), message
+    assert ", got " in message
+
+
+# Values of the docker keys, read only with provider = "docker" (with another provider every one
+# of them is refused whatever its value: see test_docker_keys_need_the_docker_provider).
+BAD_DOCKER_VALUES: list[tuple[str, str, str]] = [
+    # (key, TOML value, what the message says was expected)
+    ("image", '""', 'an image reference such as "fastlb-replica:latest"'),
+    ("image", '"Fastlb-Replica"', 'an image reference such as "fastlb-replica:latest"'),
+    ("image", '"fastlb replica"', 'an image reference such as "fastlb-replica:latest"'),
+    ("image", '":latest"', 'an image reference such as "fastlb-replica:latest"'),
+    ("image", "1", 'an image reference such as "fastlb-replica:latest"'),
+    ("cluster", '""', "a replica name"),
+    ("cluster", '"my cluster"', "a replica name"),
+    ("cluster", '"-lead"', "a replica name"),
+    ("cluster", f'"{"c" * 64}"', "a replica name"),
+    ("cluster", "1", "a replica name"),
+    ("network", '"my net"', "a replica name"),
+    ("network", '"_lead"', "a replica name"),
+    ("network", "false", "a replica name"),
+    ("stop_on_exit", "1", "true or false"),
+    ("stop_on_exit", '"no"', "true or false"),
+    ("docker_url", "2375", "a string"),
+    ("docker_url", "false", "a string"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), BAD_DOCKER_VALUES)
+def test_bad_docker_value_names_file_table_and_key(key: str, value: str, expected: str) -> None:
+    message = error(f'[replicas]\nprovider = "docker"\n{key} = {value}\n')
+    assert message.startswith(f"lb.toml: [replicas] {key}: expected {expected}"), message
     assert ", got " in message
 
 
@@ -348,6 +578,45 @@ def test_bad_value_names_file_table_and_key(
         (
             '[replicas]\nweights = { "my server" = 0 }\n',
             'lb.toml: [replicas] weights."my server": expected a positive integer, got 0',
+        ),
+        (
+            '[proxy]\nshutdown_timeout = "10s"\n',
+            'lb.toml: [proxy] shutdown_timeout: expected a positive number, got "10s"',
+        ),
+        (
+            '[replicas]\nprovider = "dokcer"\n',
+            'lb.toml: [replicas] provider: expected "local", "static" or "docker", got "dokcer" '
+            '(did you mean "docker"?)',
+        ),
+        (
+            '[replicas]\nprovider = "docker"\nimage = "Fastlb"\n',
+            'lb.toml: [replicas] image: expected an image reference such as "fastlb-replica:latest", '
+            'got "Fastlb"',
+        ),
+        (
+            '[admin]\nlisten = "localhost"\n',
+            'lb.toml: [admin] listen: expected "host:port" (or "[ipv6]:port"), got "localhost"',
+        ),
+        (
+            "[admin]\ntoken = 1234\n",
+            "lb.toml: [admin] token: expected a string, got 1234",
+        ),
+        (
+            "[admin]\nmax_replicas = 5000\n",
+            "lb.toml: [admin] max_replicas: expected an integer from 1 to 1000, got 5000",
+        ),
+        (
+            '[health]\nreplace_with = "sam"\n',
+            'lb.toml: [health] replace_with: expected "same" or "random", got "sam" '
+            '(did you mean "same"?)',
+        ),
+        (
+            "[health]\nrise = 0\n",
+            "lb.toml: [health] rise: expected an integer from 1 to 100, got 0",
+        ),
+        (
+            "[health]\ncrash_window = -5\n",
+            "lb.toml: [health] crash_window: expected a number >= 0, got -5",
         ),
     ],
 )
@@ -458,8 +727,59 @@ def test_composite_maglev_sizes_are_refused(size: int) -> None:
         ),
         (
             "[tls]\ncert = 1\n",
-            "lb.toml: [tls]: unknown table (tables are proxy, routing, replicas)",
+            "lb.toml: [tls]: unknown table (tables are proxy, routing, replicas, admin, health)",
         ),
+        (
+            '[admin]\ntokn = "x"\n',
+            "lb.toml: [admin] tokn: unknown key (did you mean token?)",
+        ),
+        (
+            "[admin]\nport = 5001\n",
+            "lb.toml: [admin] port: unknown key "
+            "(known keys: on_data_port, listen, token, socket, max_replicas, drain_timeout)",
+        ),
+        (
+            "[health]\nintervall = 1\n",
+            "lb.toml: [health] intervall: unknown key (did you mean interval?)",
+        ),
+        (
+            "[health]\nbackoff_limit = 60\n",
+            "lb.toml: [health] backoff_limit: unknown key (did you mean backoff_max?)",
+        ),
+        (
+            "[proxy]\nshutdown_timout = 5\n",
+            "lb.toml: [proxy] shutdown_timout: unknown key (did you mean shutdown_timeout?)",
+        ),
+        (
+            '[replicas]\nimages = "x"\n',
+            "lb.toml: [replicas] images: unknown key (did you mean image?)",
+        ),
+        (
+            "[helth]\nrise = 2\n",
+            "lb.toml: [helth]: unknown table (did you mean [health]?)",
+        ),
+        (
+            '[admn]\ntoken = "x"\n',
+            "lb.toml: [admn]: unknown table (did you mean [admin]?)",
+        ),
+        (
+            '[docker]\nimage = "x"\n',
+            "lb.toml: [docker]: unknown table (tables are proxy, routing, replicas, admin, health)",
+        ),
+        (
+            'token = "x"\n',
+            "lb.toml: token: key outside any table (did you mean [admin] token?)",
+        ),
+        (
+            "rise = 3\n",
+            "lb.toml: rise: key outside any table (did you mean [health] rise?)",
+        ),
+        (
+            'image = "x"\n',
+            "lb.toml: image: key outside any table (did you mean [replicas] image?)",
+        ),
+        ("admin = true\n", "lb.toml: [admin]: expected a table, got true"),
+        ("health = []\n", "lb.toml: [health]: expected a table, got []"),
         (
             'listen = "127.0.0.1:5000"\n',
             "lb.toml: listen: key outside any table (did you mean [proxy] listen?)",
@@ -502,6 +822,13 @@ def test_unknown_key_is_reported_before_the_values_it_affects() -> None:
     not about low_water then being too large."""
     message = error("[proxy]\nhigh_wter = 1048576\nlow_water = 524288\n")
     assert message == "lb.toml: [proxy] high_wter: unknown key (did you mean high_water?)"
+    message = error("[health]\nintervl = 0.1\ntimeout = 0.2\n")
+    assert message == "lb.toml: [health] intervl: unknown key (did you mean interval?)"
+    message = error('[replicas]\nprovidr = "docker"\nimage = "x"\n')
+    assert message == "lb.toml: [replicas] providr: unknown key (did you mean provider?)"
+    # Every table is checked for unknown keys before any value of any table.
+    message = error("[replicas]\ncount = 0\n[admin]\nmax_replica = 5\n")
+    assert message == "lb.toml: [admin] max_replica: unknown key (did you mean max_replicas?)"
 
 
 # --- syntax and files ----------------------------------------------------------------------------
@@ -890,6 +1217,256 @@ def test_static_replicas_count_towards_the_maglev_size() -> None:
     )
 
 
+# --- docker replicas -----------------------------------------------------------------------------
+
+DOCKER = """
+[replicas]
+provider = "docker"
+count = 4
+start_timeout = 30
+weights = { Server2 = 2 }
+image = "registry.example.com:5000/team/fastlb-replica:1.2"
+cluster = "blue.prod"
+network = "lb_net"
+stop_on_exit = false
+docker_url = "unix:///var/run/docker.sock"
+"""
+
+
+def test_docker_provider() -> None:
+    replicas = parse(DOCKER).replicas
+    assert replicas == ReplicasConfig(
+        provider="docker",
+        count=4,
+        names=("Server1", "Server2", "Server3", "Server4"),
+        weights=(("Server2", 2),),
+        start_timeout=30.0,
+        image="registry.example.com:5000/team/fastlb-replica:1.2",
+        cluster="blue.prod",
+        network="lb_net",
+        stop_on_exit=False,
+        docker_url="unix:///var/run/docker.sock",
+    )
+
+
+def test_docker_provider_alone_takes_the_defaults() -> None:
+    cfg = parse('[replicas]\nprovider = "docker"\n')
+    assert cfg.replicas == ReplicasConfig(provider="docker")
+    assert cfg == replace(default(), replicas=ReplicasConfig(provider="docker"))
+
+
+def test_docker_keys_set_to_their_defaults_change_nothing() -> None:
+    text = (
+        '[replicas]\nprovider = "docker"\nimage = "fastlb-replica:latest"\ncluster = "fastlb"\n'
+        'network = ""\nstop_on_exit = true\ndocker_url = ""\n'
+    )
+    assert parse(text).replicas == ReplicasConfig(provider="docker")
+
+
+def test_docker_replicas_are_named_and_counted_as_local_ones() -> None:
+    replicas = parse('[replicas]\nprovider = "docker"\nnames = ["a", "b"]\n').replicas
+    assert (replicas.count, replicas.names) == (2, ("a", "b"))
+    assert error('[replicas]\nprovider = "docker"\nweights = { c = 2 }\n').startswith(
+        "lb.toml: [replicas] weights.c: unknown replica"
+    )
+    assert error('[replicas]\nprovider = "docker"\ncount = 5\n[routing]\nmaglev_size = 3\n') == (
+        "lb.toml: [routing] maglev_size: expected at least one slot per replica (5), got 3"
+    )
+
+
+# A good value for each docker key, so the refusal below is about the provider, not the value.
+DOCKER_VALUES = {
+    "image": '"fastlb-replica:latest"',
+    "cluster": '"fastlb"',
+    "network": '"lb_net"',
+    "stop_on_exit": "false",
+    "docker_url": '""',
+}
+
+
+@pytest.mark.parametrize("provider", ["", 'provider = "local"\n', "static"])
+@pytest.mark.parametrize("key", DOCKER_KEYS)
+def test_docker_keys_need_the_docker_provider(key: str, provider: str) -> None:
+    setting = f"{key} = {DOCKER_VALUES[key]}"
+    if provider == "static":
+        text = STATIC.replace("start_timeout = 20", setting)
+    else:
+        text = f"[replicas]\n{provider}{setting}\n"
+    assert error(text) == f'lb.toml: [replicas] {key}: only used with provider = "docker"'
+
+
+def test_docker_keys_are_refused_before_their_values_are_checked() -> None:
+    """Without the docker provider the value does not matter: the key is the mistake."""
+    assert error("[replicas]\nimage = 1\n") == (
+        'lb.toml: [replicas] image: only used with provider = "docker"'
+    )
+
+
+def test_docker_provider_refuses_static_entries() -> None:
+    text = DOCKER + '[[replicas.static]]\nname = "a"\naddress = "127.0.0.1:8001"\n'
+    assert error(text) == (
+        'lb.toml: [replicas] static: entries are only used with provider = "static" '
+        '(set provider = "static", or remove the [[replicas.static]] entries)'
+    )
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "fastlb-replica",
+        "fastlb-replica:latest",
+        "fastlb_replica:1.0.3",
+        "team/fastlb-replica:2",
+        "ghcr.io/team/fastlb-replica:v1.2.3",
+        "localhost:5000/fastlb-replica",
+        "fastlb-replica@sha256:" + "0123456789abcdef" * 4,
+    ],
+)
+def test_docker_image_references(image: str) -> None:
+    text = f'[replicas]\nprovider = "docker"\nimage = "{image}"\n'
+    assert parse(text).replicas.image == image
+
+
+@pytest.mark.parametrize("network", ["", "lb_net", "bridge", "net.1", "a" * 63])
+def test_docker_networks(network: str) -> None:
+    text = f'[replicas]\nprovider = "docker"\nnetwork = "{network}"\n'
+    assert parse(text).replicas.network == network
+
+
+# --- admin ---------------------------------------------------------------------------------------
+
+
+def test_admin_off_the_data_port_needs_a_listener() -> None:
+    assert error("[admin]\non_data_port = false\n") == (
+        "lb.toml: [admin] listen: missing: on_data_port = false needs an admin address such as "
+        '"127.0.0.1:5001" (otherwise the admin routes would be served nowhere)'
+    )
+    assert error('[admin]\non_data_port = false\nlisten = "127.0.0.1:0"\n').startswith(
+        "lb.toml: [admin] listen: expected a port from 1 to 65535"
+    )
+
+
+@pytest.mark.parametrize(
+    ("listen", "address"),
+    [
+        ("127.0.0.1:5001", ("127.0.0.1", 5001)),
+        ("[::1]:5001", ("::1", 5001)),
+        ("admin.internal:80", ("admin.internal", 80)),
+    ],
+)
+def test_admin_listener(listen: str, address: tuple[str, int]) -> None:
+    admin = parse(f'[admin]\non_data_port = false\nlisten = "{listen}"\n').admin
+    assert admin == AdminConfig(on_data_port=False, listen=address)
+
+
+def test_admin_listener_alongside_the_data_port() -> None:
+    """Accepted today: listen with on_data_port = true (admin served on both)."""
+    admin = parse('[admin]\nlisten = "127.0.0.1:5001"\n').admin
+    assert (admin.on_data_port, admin.listen) == (True, ("127.0.0.1", 5001))
+
+
+def test_admin_token_and_socket_are_any_strings() -> None:
+    admin = parse('[admin]\ntoken = "a b/c=="\nsocket = "relative/admin.sock"\n').admin
+    assert (admin.token, admin.socket) == ("a b/c==", "relative/admin.sock")
+
+
+@pytest.mark.parametrize(
+    ("text", "max_replicas"),
+    [
+        ("", 100),
+        ("[replicas]\ncount = 5\n", 100),
+        ("[replicas]\ncount = 100\n", 100),
+        ("[replicas]\ncount = 101\n", 101),
+        ("[replicas]\ncount = 1000\n", 1000),
+        ("[replicas]\nnames = " + json.dumps([f"S{i}" for i in range(150)]) + "\n", 150),
+        ('[replicas]\nprovider = "docker"\ncount = 200\n', 200),
+        (ENTRY, 100),
+    ],
+)
+def test_max_replicas_defaults_to_at_least_the_replica_count(text: str, max_replicas: int) -> None:
+    assert parse(text).admin.max_replicas == max_replicas
+
+
+def test_max_replicas_must_cover_the_replica_count() -> None:
+    assert error("[replicas]\ncount = 5\n[admin]\nmax_replicas = 4\n") == (
+        "lb.toml: [admin] max_replicas: expected at least the configured replica count (5), got 4"
+    )
+    many = ENTRY + "".join(
+        f'[[replicas.static]]\nname = "s{i}"\naddress = "h:{i}"\n' for i in range(1, 3)
+    )
+    assert error(many + "[admin]\nmax_replicas = 2\n").startswith(
+        "lb.toml: [admin] max_replicas: expected at least the configured replica count (3)"
+    )
+    assert parse("[replicas]\ncount = 5\n[admin]\nmax_replicas = 5\n").admin.max_replicas == 5
+    assert parse("[admin]\nmax_replicas = 1\n[replicas]\ncount = 1\n").admin.max_replicas == 1
+
+
+def test_a_bad_replica_count_is_reported_before_max_replicas() -> None:
+    message = error("[replicas]\ncount = 0\n[admin]\nmax_replicas = 5\n")
+    assert message.startswith("lb.toml: [replicas] count: ")
+
+
+# --- health --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("interval", "timeout"), [(0.5, 0.4), (0.1, 0.1), (0.4, 0.4), (0.45, 0.4), (2, 0.4)]
+)
+def test_timeout_defaults_to_at_most_the_interval(interval: float, timeout: float) -> None:
+    health = parse(f"[health]\ninterval = {interval}\n").health
+    assert (health.interval, health.timeout) == (interval, timeout)
+
+
+def test_timeout_must_not_exceed_the_interval() -> None:
+    assert error("[health]\ntimeout = 1\n") == (
+        "lb.toml: [health] timeout: expected at most interval (0.5), got 1"
+    )
+    assert error("[health]\ninterval = 2\ntimeout = 2.5\n") == (
+        "lb.toml: [health] timeout: expected at most interval (2), got 2.5"
+    )
+    # Values as written: rounded, both would read 0.3.
+    assert error("[health]\ninterval = 0.3\ntimeout = 0.30000001\n") == (
+        "lb.toml: [health] timeout: expected at most interval (0.3), got 0.30000001"
+    )
+    health = parse("[health]\ninterval = 0.3\ntimeout = 0.3\n").health
+    assert (health.interval, health.timeout) == (0.3, 0.3)
+
+
+@pytest.mark.parametrize(("backoff", "backoff_max"), [(1, 30), (0.1, 30), (30, 30), (60, 60)])
+def test_backoff_max_defaults_to_at_least_the_backoff(backoff: float, backoff_max: float) -> None:
+    health = parse(f"[health]\nbackoff = {backoff}\n").health
+    assert (health.backoff, health.backoff_max) == (backoff, backoff_max)
+
+
+def test_backoff_max_must_not_be_below_the_backoff() -> None:
+    assert error("[health]\nbackoff_max = 0.5\n") == (
+        "lb.toml: [health] backoff_max: expected at least backoff (1.0), got 0.5"
+    )
+    assert error("[health]\nbackoff = 10\nbackoff_max = 5\n") == (
+        "lb.toml: [health] backoff_max: expected at least backoff (10), got 5"
+    )
+    health = parse("[health]\nbackoff = 5\nbackoff_max = 5\n").health
+    assert (health.backoff, health.backoff_max) == (5.0, 5.0)
+
+
+@pytest.mark.parametrize("key", ["rise", "fall"])
+@pytest.mark.parametrize("count", [1, 2, 100])
+def test_rise_and_fall_limits(key: str, count: int) -> None:
+    assert getattr(parse(f"[health]\n{key} = {count}\n").health, key) == count
+
+
+@pytest.mark.parametrize("how", ["same", "random"])
+def test_replace_with(how: str) -> None:
+    assert parse(f'[health]\nreplace_with = "{how}"\n').health.replace_with == how
+
+
+def test_crash_window_may_be_zero_but_replace_after_may_not() -> None:
+    assert parse("[health]\ncrash_window = 0\n").health.crash_window == 0.0
+    assert error("[health]\nreplace_after = 0\n") == (
+        "lb.toml: [health] replace_after: expected a positive number, got 0"
+    )
+
+
 # --- robustness ----------------------------------------------------------------------------------
 
 ALL_KEYS = [(table, key) for table, keys in config._TABLES.items() for key in keys]
@@ -922,10 +1499,29 @@ def toml_literal(value: object) -> str:
 @given(place=st.sampled_from(ALL_KEYS), value=toml_values)
 @settings(max_examples=300, deadline=None)
 def test_any_value_gives_a_config_or_a_config_error(place: tuple[str, str], value: object) -> None:
+    """The error names the key set, or, when the value is good but needs another key (provider =
+    "static" needs entries, on_data_port = false an admin listen), reports that one missing and
+    says which setting needs it."""
     table, key = place
+    # Docker keys are refused whatever their value without the docker provider: give them one,
+    # so the values reach their checks.
+    provider = 'provider = "docker"\n' if table == "replicas" and key in DOCKER_KEYS else ""
     try:
-        cfg = parse(f"[{table}]\n{key} = {toml_literal(value)}\n")
+        cfg = parse(f"[{table}]\n{provider}{key} = {toml_literal(value)}\n")
     except ConfigError as exc:
-        assert str(exc).startswith(f"lb.toml: [{table}] {key}")
+        message = str(exc)
+        assert message.startswith(f"lb.toml: [{table}] {key}") or (
+            message.startswith(f"lb.toml: [{table}] ") and f": missing: {key} = " in message
+        ), message
     else:
         assert isinstance(cfg, Config)
+
+
+def test_a_key_that_needs_another_names_the_missing_one() -> None:
+    """The two cases test_any_value_gives_a_config_or_a_config_error allows for, pinned down."""
+    assert error('[replicas]\nprovider = "static"\n').startswith(
+        'lb.toml: [replicas] static: missing: provider = "static" needs '
+    )
+    assert error("[admin]\non_data_port = false\n").startswith(
+        "lb.toml: [admin] listen: missing: on_data_port = false needs "
+    )

@@ -14,7 +14,9 @@ single periodic sweep compares with the clock, so a request costs no timer alloc
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
 from fastlb.http.errors import HttpError
 from fastlb.http.framing import ChunkedFramer
@@ -30,11 +32,29 @@ if TYPE_CHECKING:
     from fastlb.proxy.server import ProxyServer
     from fastlb.routing import Route
 
+log = logging.getLogger("fastlb.proxy")
+
+
+class LocalRequest:
+    """A request fastlb answers itself (an admin route): the head, the body, the peer."""
+
+    __slots__ = ("body", "client_ip", "head")
+
+    def __init__(self, head: RequestHead, body: bytes, client_ip: bytes) -> None:
+        self.head = head
+        self.body = body
+        self.client_ip = client_ip
+
+
+#: Answers a LocalRequest with a complete HTTP response.
+LocalHandler = Callable[[LocalRequest], Coroutine[Any, Any, bytes]]
+
 # Exchange states of the client side.
 HEAD = 0  # waiting for (the rest of) a request head
 BODY = 1  # relaying the request body to the replica
 WAIT = 2  # request fully forwarded; the response is awaited or being relayed
 CLOSED = 3
+LOCAL = 4  # reading the body of a request fastlb answers itself (admin routes)
 
 # Response states.
 R_NONE = 0
@@ -50,6 +70,11 @@ P_PENDING = 4  # body bytes waiting for a replica connection to open
 
 #: A replica's response head larger than this is treated as garbage.
 MAX_RESPONSE_HEAD = 64 * 1024
+#: Admin request bodies are small JSON documents.
+MAX_LOCAL_BODY = 64 * 1024
+#: Requests that may be sent again after a replica failed before answering (RFC 9110 9.2.2),
+#: provided they carry no body.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"PUT", b"TRACE"})
 
 
 class ClientConnection(asyncio.Protocol):
@@ -64,6 +89,7 @@ class ClientConnection(asyncio.Protocol):
         "head_started",
         "ip",
         "key",
+        "local_handler",
         "out_head",
         "pauses",
         "pending",
@@ -100,6 +126,7 @@ class ClientConnection(asyncio.Protocol):
         self.pauses = 0
         self.wpaused = False
         self.seq = 0
+        self.local_handler: LocalHandler | None = None
         self.ip = b""
         self.xff = b""
         # the exchange in progress
@@ -151,6 +178,9 @@ class ClientConnection(asyncio.Protocol):
             self.buf += data
             if len(self.buf) > self.server.high_water:
                 self._pause(P_PIPELINE)
+        elif state == LOCAL:
+            self.buf += data
+            self._local_body()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -160,6 +190,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = CLOSED
         self.server.clients.discard(self)
+        self._use(None)
         backend = self.backend
         if backend is not None:
             # The response was not read to its end: that connection is out of step.
@@ -278,15 +309,28 @@ class ClientConnection(asyncio.Protocol):
             self._response_done()
         elif not self.resp_started:
             head = self.head
-            assert head is not None and self.upstream is not None
-            if conn.reused and not self.resp_buf and head.length == 0 and self.state == WAIT:
+            upstream = self.upstream
+            assert head is not None and upstream is not None
+            retryable = (
+                not self.resp_buf
+                and head.length == 0
+                and self.state == WAIT
+                and head.method in IDEMPOTENT
+            )
+            if not retryable:
+                self.server.suspect(upstream)
+                self._backend_failed(502, "replica closed the connection before answering")
+            elif conn.reused:
                 # A pooled connection the replica had closed while idle: nothing of the
                 # response arrived, the request has no body, so it is safe to send again.
-                self.upstream.retries += 1
+                upstream.retries += 1
                 self.server.retries += 1
-                self._connect(self.upstream)
+                self._connect(upstream)
             else:
-                self._backend_failed(502, "replica closed the connection before answering")
+                # A fresh connection died unanswered: the replica is dying or hung up on us.
+                # Nothing of the response arrived, so the request goes to the next candidate.
+                self.server.suspect(upstream)
+                self._next_candidate()
         else:
             self._response_cut("replica closed the connection mid-response")
 
@@ -324,16 +368,19 @@ class ClientConnection(asyncio.Protocol):
         self.head = head
         self.head_started = False
         self.seq += 1
+        local = server.local
+        if local is not None:
+            handler = local.get(head.path)
+            if handler is not None:
+                self._local(handler, head, rest)
+                return
+            if not server.forward:
+                self._answer(404, f"'{head.path.decode('latin-1')}' is not an admin route", rest)
+                return
         paths = server.paths
         if paths is not None and head.path not in paths:
             server.rejected += 1
-            keep = head.length == 0 and head.keep_alive and not self.eof
-            message = unknown_path_message(head.path)
-            self.transport.write(error_response(400, message, close=not keep))
-            if keep:
-                self._next_request(rest)
-            else:
-                self._close()
+            self._answer(400, unknown_path_message(head.path), rest)
             return
         length = head.length
         if length == 0:
@@ -352,6 +399,10 @@ class ClientConnection(asyncio.Protocol):
             else:
                 self.req_left = length
         route = server.route
+        if route is None:
+            self.resp_state = R_HEAD
+            self._backend_failed(503, "no replica is available to serve the request")
+            return
         self.route = route
         self.key = key = server.key_fn(head, self.ip)
         self.out_head = request_head_out(head, self.ip, server.forwarded, self.xff)
@@ -362,8 +413,7 @@ class ClientConnection(asyncio.Protocol):
         self.pending = None
         backend = upstream.acquire()
         if backend is not None:
-            self.upstream = upstream
-            upstream.requests += 1
+            self._use(upstream)
             self._attach(backend)
         else:
             self._connect(upstream)
@@ -413,9 +463,19 @@ class ClientConnection(asyncio.Protocol):
                     self._pause(P_PIPELINE)
 
     # ------------------------------------------------------------ choosing a replica
-    def _connect(self, upstream: Upstream) -> None:
+    def _use(self, upstream: Upstream | None) -> None:
+        """Make `upstream` the one this exchange is on (None: the exchange is over), keeping
+        each upstream's in-flight count, which draining waits on."""
+        old = self.upstream
+        if old is not None:
+            old.active -= 1
         self.upstream = upstream
-        upstream.requests += 1
+        if upstream is not None:
+            upstream.active += 1
+            upstream.requests += 1
+
+    def _connect(self, upstream: Upstream) -> None:
+        self._use(upstream)
         task = self.server.loop.create_task(upstream.connect())
         seq = self.seq
         task.add_done_callback(lambda t: self._connected(t, seq))
@@ -424,6 +484,8 @@ class ClientConnection(asyncio.Protocol):
         current = seq == self.seq and self.state != CLOSED and self.resp_state == R_HEAD
         if task.cancelled() or task.exception() is not None:
             if current:
+                assert self.upstream is not None
+                self.server.suspect(self.upstream)
                 self._next_candidate()
             return
         conn = task.result()
@@ -517,7 +579,8 @@ class ClientConnection(asyncio.Protocol):
                 backend.close()
         self.resp_state = R_NONE
         self.resp_framer = None
-        if not (self.client_keep and request_done) or self.eof:
+        self._use(None)
+        if not (self.client_keep and request_done) or self.eof or self.server.draining:
             self._close()
             return
         self._next_request(self.buf)
@@ -540,6 +603,7 @@ class ClientConnection(asyncio.Protocol):
         """The client sent something fastlb will not forward: answer, close, forward nothing."""
         self.server.refused += 1
         self._drop_backend()
+        self._use(None)
         if self.state != CLOSED:
             self.transport.write(error_response(status, message, close=True))
             self._close()
@@ -549,20 +613,90 @@ class ClientConnection(asyncio.Protocol):
         if self.upstream is not None and status != 503:
             self.upstream.failures += 1
         self._drop_backend()
+        self._use(None)
+        self.resp_state = R_NONE
+        self._answer_bytes(error_response(status, message, close=not self._can_keep()))
+
+    def _can_keep(self) -> bool:
+        """Whether the connection can take another request once this answer is out."""
         head = self.head
-        keep = self.state == WAIT and head is not None and head.keep_alive and not self.eof
-        self.transport.write(error_response(status, message, close=not keep))
-        if keep:
-            self.resp_state = R_NONE
+        return (
+            self.state in (WAIT, LOCAL)
+            and head is not None
+            and head.keep_alive
+            and not self.eof
+            and not self.server.draining
+        )
+
+    def _answer_bytes(self, response: bytes) -> None:
+        """Send a response fastlb made itself (its head says whether the connection stays)."""
+        if self.state == CLOSED:
+            return
+        self.transport.write(response)
+        if self._can_keep():
             self._next_request(self.buf)
         else:
             self._close()
+
+    def _answer(self, status: int, message: str, rest: bytes) -> None:
+        """Answer a request fastlb refuses without a replica (not malformed: keep-alive)."""
+        head = self.head
+        assert head is not None
+        if head.length != 0:
+            self.state = BODY  # a body fastlb will not read: the connection must close
+        else:
+            self.state = WAIT
+            self.buf = rest
+        self._answer_bytes(error_response(status, message, close=not self._can_keep()))
+
+    # ------------------------------------------------------------ local (admin) routes
+    def _local(self, handler: LocalHandler, head: RequestHead, rest: bytes) -> None:
+        if head.length == CHUNKED:
+            self._refuse(411, "admin requests need a Content-Length body")
+            return
+        if head.length > MAX_LOCAL_BODY:
+            self._refuse(413, f"admin request body over {MAX_LOCAL_BODY} bytes")
+            return
+        self.state = LOCAL
+        self.resp_state = R_NONE
+        self.local_handler = handler
+        self.buf = rest
+        self.deadline = self.server.loop.time() + self.server.header_timeout
+        self._local_body()
+
+    def _local_body(self) -> None:
+        head = self.head
+        handler = self.local_handler
+        assert head is not None and handler is not None
+        if len(self.buf) < head.length:
+            return
+        body, self.buf = self.buf[: head.length], self.buf[head.length :]
+        self.local_handler = None
+        self.deadline = 0.0
+        request = LocalRequest(head, body, self.ip)
+        task = self.server.loop.create_task(handler(request))
+        seq = self.seq
+        task.add_done_callback(lambda t: self._local_done(t, seq))
+
+    def _local_done(self, task: asyncio.Task[bytes], seq: int) -> None:
+        if seq != self.seq or self.state != LOCAL:
+            return
+        if task.cancelled():
+            response = error_response(503, "fastlb is shutting down", close=True)
+        elif task.exception() is not None:
+            exc = task.exception()
+            log.error("admin handler failed", exc_info=exc)
+            response = error_response(500, f"internal error: {exc}", close=True)
+        else:
+            response = task.result()
+        self._answer_bytes(response)
 
     def _response_cut(self, why: str) -> None:
         """A response broke after its head went out: the client can only see a cut."""
         if self.upstream is not None:
             self.upstream.failures += 1
         self._drop_backend()
+        self._use(None)
         self._close()
 
     def on_deadline(self) -> None:

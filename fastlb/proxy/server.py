@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import cast
 
 from fastlb.config import ProxyConfig
 from fastlb.http.parsers import HeadParser, make_head_parser
-from fastlb.proxy.client import ClientConnection
+from fastlb.proxy.client import ClientConnection, LocalHandler
 from fastlb.proxy.upstream import Upstream
 from fastlb.routing import KeyFunction, Route, make_key
 
@@ -18,10 +19,61 @@ log = logging.getLogger("fastlb.proxy")
 class ProxyServer:
     """Accepts clients and relays their requests by `route`, which is swapped, never edited."""
 
-    def __init__(self, config: ProxyConfig, key_spec: str, route: Route[Upstream]) -> None:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        key_spec: str,
+        route: Route[Upstream] | None,
+        *,
+        local: dict[bytes, LocalHandler] | None = None,
+        forward: bool = True,
+        listen: tuple[str, int] | None = None,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.config = config
+        #: None while no replica can take requests: clients get a 503 at once.
         self.route = route
+        #: Routes fastlb answers itself (the admin API), by path.
+        self.local = local
+        #: False for an admin-only listener: anything but `local` is a 404.
+        self.forward = forward
+        self.listen = listen or (config.host, config.port)
+        #: Set while shutting down: each connection closes after its current response.
+        self.draining = False
+        #: Called with a replica's name when the data path saw it refuse or reset.
+        self.on_suspect: Callable[[str], None] | None = None
+        self.reconfigure(config, key_spec)
+        self.clients: set[ClientConnection] = set()
+        # Plain-int counters, read at scrape time.
+        self.requests = 0  # request heads parsed and dispatched (or answered by fastlb)
+        self.refused = 0  # malformed or refused requests (4xx from fastlb, connection closed)
+        self.rejected = 0  # paths the replicas do not serve (the spec's 400)
+        self.retries = 0  # requests sent again: to the next candidate or on a fresh connection
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None
+        # uvloop's Server has asyncio.Server's interface without being its subclass.
+        sockname = cast(asyncio.Server, self._server).sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    async def start(self) -> None:
+        host, port = self.listen
+        self._server = await self.loop.create_server(
+            lambda: ClientConnection(self),
+            host,
+            port,
+            backlog=self.config.backlog,
+            reuse_address=True,
+        )
+        self._sweeper = self.loop.call_later(self.tick, self._sweep)
+
+    def reconfigure(self, config: ProxyConfig, key_spec: str) -> None:
+        """Take new settings (on reload) for the requests that start from now on. The listen
+        address is the one setting that needs a restart."""
+        self.config = config
         key_header, key_fn = make_key(key_spec)
         self.key_fn: KeyFunction = key_fn
         self.parser: HeadParser = make_head_parser(
@@ -40,38 +92,17 @@ class ProxyServer:
         self.idle_timeout = config.idle_timeout
         self.high_water = config.high_water
         self.low_water = config.low_water
-        self.clients: set[ClientConnection] = set()
-        # Plain-int counters, read at scrape time.
-        self.requests = 0  # request heads parsed and dispatched (or answered by fastlb)
-        self.refused = 0  # malformed or refused requests (4xx from fastlb, connection closed)
-        self.rejected = 0  # paths the replicas do not serve (the spec's 400)
-        self.retries = 0  # requests sent again: to the next candidate or on a fresh connection
-        self._server: asyncio.AbstractServer | None = None
-        self._sweeper: asyncio.TimerHandle | None = None
         timeouts = (config.header_timeout, config.backend_timeout, config.idle_timeout)
         #: Timeouts are enforced to within this much; a quarter of the shortest keeps them honest.
         self.tick = min(1.0, max(0.05, min(timeouts) / 4))
 
-    @property
-    def address(self) -> tuple[str, int]:
-        assert self._server is not None
-        # uvloop's Server has asyncio.Server's interface without being its subclass.
-        sockname = cast(asyncio.Server, self._server).sockets[0].getsockname()
-        return sockname[0], sockname[1]
-
-    async def start(self) -> None:
-        cfg = self.config
-        self._server = await self.loop.create_server(
-            lambda: ClientConnection(self),
-            cfg.host,
-            cfg.port,
-            backlog=cfg.backlog,
-            reuse_address=True,
-        )
-        self._sweeper = self.loop.call_later(self.tick, self._sweep)
-
-    def set_route(self, route: Route[Upstream]) -> None:
+    def set_route(self, route: Route[Upstream] | None) -> None:
         self.route = route
+
+    def suspect(self, upstream: Upstream) -> None:
+        """The data path saw `upstream` refuse or reset a connection (the control side probes)."""
+        if self.on_suspect is not None:
+            self.on_suspect(upstream.name)
 
     def _sweep(self) -> None:
         now = self.loop.time()
@@ -79,18 +110,32 @@ class ProxyServer:
             client.on_deadline()
         self._sweeper = self.loop.call_later(self.tick, self._sweep)
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop accepting, let exchanges in flight finish (up to `grace` s), close the rest."""
+    def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, let exchanges in flight finish (up to `grace` s), close the rest.
+
+        Idle keep-alive connections close at once; busy ones close after their current
+        response (`draining`), so a client that keeps sending cannot hold the shutdown open.
+        """
+        self.stop_accepting()
+        self.draining = True
         deadline = self.loop.time() + grace
-        while any(c.state != 0 or c.buf for c in self.clients) and self.loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        while self.loop.time() < deadline:
+            for client in [c for c in self.clients if c.state == 0 and not c.buf]:
+                client.transport.close()
+                self.clients.discard(client)
+            if not self.clients:
+                break
+            await asyncio.sleep(0.01)
         for client in list(self.clients):
             client.transport.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for upstream in self.route.upstreams:
-            upstream.close_idle()
+        if self.route is not None:
+            for upstream in self.route.upstreams:
+                upstream.close_idle()
         if self._server is not None:
             await self._server.wait_closed()

@@ -85,6 +85,7 @@ class Upstream:
     """A replica's address, its idle connections (LIFO: the warmest first) and its counters."""
 
     __slots__ = (
+        "active",
         "connect_failures",
         "connect_timeout",
         "connects",
@@ -123,7 +124,8 @@ class Upstream:
         self.high_water = high_water
         self.low_water = low_water
         self.idle: list[BackendConnection] = []
-        self.requests = 0  # requests sent to this replica
+        self.requests = 0  # requests sent to this replica (attempts, retries included)
+        self.active = 0  # exchanges in flight on this replica: what a drain waits for
         self.responses: dict[int, int] = {}  # status -> responses relayed
         self.failures = 0  # exchanges that ended in a 502/504 or a cut response
         self.retries = 0  # stale pooled connections retried on a fresh one

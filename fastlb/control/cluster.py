@@ -1,0 +1,518 @@
+"""The controller: keeps N replicas, knows their health, and swaps in a new routing table when
+the set of replicas that can take requests changes.
+
+Everything runs on the event loop. Signals arrive from three directions (heartbeat tasks, the
+provider's exit notices, the data path's suspicion) and all end the same way: the member's
+state changes, `publish()` builds a table from the routable members off the loop and swaps it
+in whole, and a member that stays down is replaced (with its own name by default, so its keys
+come back to it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from fastlb.config import Config
+from fastlb.control.api import ControlError, ReplicaInfo
+from fastlb.control.health import DOWN, UP, Health
+from fastlb.control.tables import TableBuilder
+from fastlb.errors import FastlbError
+from fastlb.proxy.server import ProxyServer
+from fastlb.proxy.upstream import Upstream
+from fastlb.replicas.base import Provider, Replica, heartbeat
+from fastlb.routing import Route
+
+log = logging.getLogger("fastlb.cluster")
+
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+MAX_WEIGHT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened to the cluster, for the log and the status page."""
+
+    at: float  # time.time()
+    kind: str  # started, died, down, up, replaced, added, removed, reloaded, crash-loop, ...
+    replica: str
+    detail: str = ""
+
+
+class Member:
+    """One replica as the controller tracks it across restarts."""
+
+    __slots__ = (
+        "crashes",
+        "draining",
+        "enabled",
+        "healing",
+        "health",
+        "name",
+        "probes",
+        "replica",
+        "restarts",
+        "started_at",
+        "stopping",
+        "upstream",
+        "wake",
+        "weight",
+    )
+
+    def __init__(self, name: str, weight: int, health: Health) -> None:
+        self.name = name
+        self.weight = weight
+        self.health = health
+        self.replica: Replica | None = None
+        self.upstream: Upstream | None = None
+        self.enabled = True
+        self.draining = False
+        self.stopping = False
+        self.restarts = 0
+        self.crashes = 0  # consecutive deaths within crash_window of a start
+        self.started_at = 0.0
+        self.probes: asyncio.Task[None] | None = None
+        self.healing: asyncio.Task[None] | None = None
+        self.wake = asyncio.Event()  # set to probe now rather than at the next interval
+
+    @property
+    def routable(self) -> bool:
+        return (
+            self.upstream is not None
+            and self.health.up
+            and self.enabled
+            and not self.draining
+            and not self.stopping
+        )
+
+    @property
+    def state(self) -> str:
+        if self.draining:
+            return "draining"
+        if not self.enabled:
+            return "disabled"
+        return self.health.state
+
+
+class Cluster:
+    """Implements `fastlb.control.api.ClusterControl`."""
+
+    def __init__(
+        self,
+        config: Config,
+        provider: Provider,
+        tables: TableBuilder,
+        make_upstream: Callable[[Replica], Upstream],
+        reload_config: Callable[[], Config] | None = None,
+    ) -> None:
+        self.config = config
+        self.provider = provider
+        self.tables = tables
+        self.make_upstream = make_upstream
+        self.reload_config = reload_config
+        self.members: dict[str, Member] = {}  # insertion order: /rep lists them that way
+        self.server: ProxyServer | None = None
+        self.events: deque[Event] = deque(maxlen=500)
+        self.restarts_total = 0
+        self.heartbeat_failures: dict[str, int] = {}
+        self._publish_lock = asyncio.Lock()
+        self._wanted = 0
+        self._built = 0
+        self._closing = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._weights = dict(config.replicas.weights)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> Route[Upstream] | None:
+        """Adopt what is already running, start the rest; the first route (built inline)."""
+        self.provider.on_exit(self._on_exit)
+        for replica in await self.provider.adopt():
+            member = self._new_member(replica.name)
+            self._running(member, replica)
+            self._event("adopted", replica.name, f"{replica.host}:{replica.port}")
+        missing = [n for n in self.provider.names() if n not in self.members]
+        started = await self._start_all(missing)
+        for replica in started:
+            member = self._new_member(replica.name)
+            self._running(member, replica)
+            self._event("started", replica.name, f"{replica.host}:{replica.port}")
+        return self._route_now()
+
+    def attach(self, server: ProxyServer) -> None:
+        self.server = server
+        server.on_suspect = self._on_suspect
+        for member in self.members.values():
+            self._watch(member)
+
+    async def close(self) -> None:
+        self._closing = True
+        for member in self.members.values():
+            member.stopping = True
+            for task in (member.probes, member.healing):
+                if task is not None:
+                    task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.provider.close()
+
+    # --------------------------------------------------------------------- tables
+    def _routable(self) -> tuple[list[tuple[str, int]], dict[str, Upstream]]:
+        members = [m for m in self.members.values() if m.routable]
+        upstreams = {m.name: m.upstream for m in members if m.upstream is not None}
+        return [(m.name, m.weight) for m in members], upstreams
+
+    def _route_now(self) -> Route[Upstream] | None:
+        members, upstreams = self._routable()
+        if not members:
+            return None
+        return Route.build(self.tables.build_now(members), upstreams)
+
+    async def publish(self) -> None:
+        """Swap in a table built from the members routable now. Concurrent calls coalesce: a
+        caller returns once a table at least as new as its own request is in place."""
+        self._wanted += 1
+        wanted = self._wanted
+        async with self._publish_lock:
+            if self._built >= wanted:
+                return
+            generation = self._wanted
+            members, upstreams = self._routable()
+            route = None
+            if members:
+                table = await self.tables.build(members)
+                route = Route.build(table, upstreams)
+            if self.server is not None:
+                self.server.set_route(route)
+            self._built = generation
+
+    def _publish_soon(self) -> None:
+        self._spawn(self.publish())
+
+    # ------------------------------------------------------------------- members
+    def _new_member(self, name: str) -> Member:
+        hc = self.config.health
+        member = Member(name, self._weights.get(name, 1), Health(hc.rise, hc.fall))
+        self.members[name] = member
+        return member
+
+    def _running(self, member: Member, replica: Replica) -> None:
+        member.replica = replica
+        member.upstream = self.make_upstream(replica)
+        member.started_at = time.monotonic()
+        member.health.started()
+        if self.server is not None:
+            self._watch(member)
+
+    async def _start_all(self, names: list[str]) -> list[Replica]:
+        """Start replicas concurrently; if any fails, stop the others and raise its error."""
+        results = await asyncio.gather(
+            *(self.provider.start(name) for name in names), return_exceptions=True
+        )
+        started = [r for r in results if isinstance(r, Replica)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await asyncio.gather(*(self.provider.stop(r.name) for r in started))
+            raise errors[0]
+        return started
+
+    def _event(self, kind: str, replica: str, detail: str = "") -> None:
+        self.events.append(Event(time.time(), kind, replica, detail))
+        log.info("%s %s%s", replica, kind, f": {detail}" if detail else "")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --------------------------------------------------------------------- health
+    def _watch(self, member: Member) -> None:
+        if member.probes is None or member.probes.done():
+            member.probes = asyncio.ensure_future(self._probe_loop(member))
+
+    async def _probe_loop(self, member: Member) -> None:
+        hc = self.config.health
+        while not member.stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(member.wake.wait(), hc.interval)
+            member.wake.clear()
+            replica = member.replica
+            if replica is None or member.stopping or member.healing is not None:
+                continue
+            ok = await heartbeat(replica.host, replica.port, hc.timeout)
+            if member.replica is not replica or member.stopping:
+                continue  # replaced or removed while the probe ran
+            if not ok:
+                self.heartbeat_failures[member.name] = (
+                    self.heartbeat_failures.get(member.name, 0) + 1
+                )
+            if member.health.heartbeat(ok):
+                self._health_changed(member)
+
+    def _health_changed(self, member: Member) -> None:
+        if member.health.state == DOWN:
+            self._event("down", member.name, "heartbeats failed")
+            if member.upstream is not None:
+                member.upstream.close_idle()
+            self._publish_soon()
+            self._heal(member, delay=self.config.health.replace_after)
+        elif member.health.state == UP:
+            self._event("up", member.name)
+            self._publish_soon()
+
+    def _on_suspect(self, name: str) -> None:
+        member = self.members.get(name)
+        if member is not None and member.health.suspect():
+            member.wake.set()
+
+    def _on_exit(self, name: str) -> None:
+        member = self.members.get(name)
+        if member is None or member.stopping or self._closing:
+            return
+        member.health.died()
+        self._event("died", name)
+        if member.upstream is not None:
+            member.upstream.close_idle()
+        self._publish_soon()
+        self._heal(member, delay=0.0)
+
+    # ---------------------------------------------------------------- self-healing
+    def _heal(self, member: Member, delay: float) -> None:
+        if member.healing is None and not member.stopping and not self._closing:
+            member.healing = asyncio.ensure_future(self._replace(member, delay))
+
+    async def _replace(self, member: Member, delay: float) -> None:
+        """Replace a member that died or stayed down, backing off if it keeps crashing."""
+        hc = self.config.health
+        try:
+            await asyncio.sleep(delay)
+            if member.health.up or member.stopping:
+                return  # it came back by itself
+            while not member.stopping and not self._closing:
+                if time.monotonic() - member.started_at < hc.crash_window:
+                    member.crashes += 1
+                else:
+                    member.crashes = 0
+                if member.crashes:
+                    wait = min(hc.backoff * 2 ** (member.crashes - 1), hc.backoff_max)
+                    self._event("crash-loop", member.name, f"restarting in {wait:g} s")
+                    await asyncio.sleep(wait)
+                if await self._restart(member):
+                    return
+        finally:
+            member.healing = None
+
+    async def _restart(self, member: Member) -> bool:
+        old = member.name
+        await self.provider.stop(old)  # a hung process is killed, a dead one is reaped
+        if member.upstream is not None:
+            member.upstream.close_idle()
+        name = old
+        if self.config.health.replace_with == "random":
+            name = self._fresh_name()
+            del self.members[old]
+            member.name = name
+            self.members[name] = member
+        try:
+            replica = await self.provider.start(name)
+        except FastlbError as exc:
+            member.started_at = time.monotonic()
+            self._event("restart-failed", name, str(exc))
+            return False
+        member.restarts += 1
+        self.restarts_total += 1
+        self._running(member, replica)
+        detail = f"{replica.host}:{replica.port}" + (f", was {old}" if name != old else "")
+        self._event("replaced", name, detail)
+        await self.publish()
+        return True
+
+    def _fresh_name(self) -> str:
+        while True:
+            name = f"Server{random.randrange(100000, 1000000)}"
+            if name not in self.members:
+                return name
+
+    # ------------------------------------------------------------ control contract
+    def replicas(self) -> list[ReplicaInfo]:
+        route = self.server.route if self.server is not None else None
+        shares = route.table.shares() if route is not None else {}
+        infos = []
+        for member in self.members.values():
+            replica, up = member.replica, member.upstream
+            infos.append(
+                ReplicaInfo(
+                    name=member.name,
+                    address=f"{replica.host}:{replica.port}" if replica else "-",
+                    state=member.state,
+                    weight=member.weight,
+                    share=shares.get(member.name, 0.0),
+                    in_flight=up.active if up else 0,
+                    requests=up.requests if up else 0,
+                    restarts=member.restarts,
+                )
+            )
+        return sorted(infos, key=lambda info: info.name)
+
+    def names(self) -> list[str]:
+        """Replica names in the order they joined (what /rep lists)."""
+        return list(self.members)
+
+    def table_shares(self) -> dict[str, float]:
+        route = self.server.route if self.server is not None else None
+        return route.table.shares() if route is not None else {}
+
+    def check_new_names(self, names: list[str]) -> None:
+        """ControlError unless every name is valid, unused and the total stays allowed."""
+        seen: set[str] = set()
+        for name in names:
+            if not isinstance(name, str) or not _NAME.fullmatch(name):
+                raise ControlError(
+                    f"{name!r} is not a valid replica name: use letters, digits, '_', '.' and "
+                    "'-', starting with a letter or digit, at most 63 characters"
+                )
+            if name in self.members:
+                raise ControlError(f"hostname {name!r} is already in use")
+            if name in seen:
+                raise ControlError(f"hostname {name!r} is listed twice")
+            seen.add(name)
+        limit = self.config.admin.max_replicas
+        if len(self.members) + len(names) > limit:
+            raise ControlError(
+                f"adding {len(names)} replicas would make {len(self.members) + len(names)}, "
+                f"over max_replicas = {limit}"
+            )
+
+    def generated_names(self, count: int, taken: list[str]) -> list[str]:
+        """Names for replicas the caller did not name: the lowest free ServerK."""
+        used = set(self.members) | set(taken)
+        names: list[str] = []
+        k = 1
+        while len(names) < count:
+            name = f"Server{k}"
+            if name not in used:
+                names.append(name)
+                used.add(name)
+            k += 1
+        return names
+
+    async def add(self, names: list[str]) -> None:
+        self.check_new_names(names)
+        try:
+            started = await self._start_all(names)
+        except FastlbError as exc:
+            raise ControlError(f"could not start the new replicas: {exc}") from None
+        for replica in started:
+            member = self._new_member(replica.name)
+            self._running(member, replica)
+            self._event("added", replica.name, f"{replica.host}:{replica.port}")
+        await self.publish()
+
+    def _known(self, name: str) -> Member:
+        member = self.members.get(name)
+        if member is None:
+            known = ", ".join(self.members) or "none"
+            raise ControlError(f"hostname {name!r} is not a replica (replicas: {known})")
+        return member
+
+    async def remove(self, names: list[str]) -> None:
+        if len(set(names)) != len(names):
+            raise ControlError("a hostname is listed twice")
+        members = [self._known(name) for name in names]
+        for member in members:
+            member.draining = True
+        await self.publish()
+        await self._drained(members)
+        for member in members:
+            member.stopping = True
+            for task in (member.probes, member.healing):
+                if task is not None:
+                    task.cancel()
+            del self.members[member.name]
+        await asyncio.gather(*(self.provider.stop(m.name) for m in members))
+        for member in members:
+            if member.upstream is not None:
+                member.upstream.close_idle()
+            self._event("removed", member.name)
+
+    async def _drained(self, members: list[Member]) -> None:
+        """Wait until no request is in flight on `members`, at most drain_timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.admin.drain_timeout
+        while loop.time() < deadline:
+            if all(m.upstream is None or m.upstream.active == 0 for m in members):
+                return
+            await asyncio.sleep(0.01)
+
+    async def drain(self, name: str) -> None:
+        member = self._known(name)
+        member.draining = True
+        self._event("draining", name)
+        await self.publish()
+
+    def enable(self, name: str) -> None:
+        member = self._known(name)
+        member.enabled, member.draining = True, False
+        self._event("enabled", name)
+        self._publish_soon()
+
+    def disable(self, name: str) -> None:
+        member = self._known(name)
+        member.enabled = False
+        self._event("disabled", name)
+        self._publish_soon()
+
+    def set_weight(self, name: str, weight: int) -> None:
+        member = self._known(name)
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
+            raise ControlError(f"weight must be an integer from 1 to {MAX_WEIGHT}, got {weight!r}")
+        member.weight = weight
+        self._weights[name] = weight
+        self._event("weight", name, str(weight))
+        self._publish_soon()
+
+    async def reload(self) -> str:
+        if self.reload_config is None:
+            raise ControlError("fastlb runs on its embedded default: there is no file to reload")
+        try:
+            config = self.reload_config()
+        except FastlbError as exc:
+            self._event("reload-failed", "-", str(exc))
+            raise ControlError(f"config rejected, nothing changed: {exc}") from None
+        return await self.apply(config)
+
+    async def apply(self, config: Config) -> str:
+        """Make the running cluster match `config` (replica set, weights, table, health)."""
+        old = self.config
+        if config.proxy.host != old.proxy.host or config.proxy.port != old.proxy.port:
+            log.warning("reload: [proxy] listen changed; restart fastlb to move the listener")
+        self.config = config
+        self._weights = dict(config.replicas.weights)
+        self.tables.routing = config.routing
+        if self.server is not None:
+            self.server.reconfigure(config.proxy, config.routing.key)
+        for member in self.members.values():
+            member.weight = self._weights.get(member.name, 1)
+            member.health.rise, member.health.fall = config.health.rise, config.health.fall
+        wanted = list(config.replicas.names)
+        to_add = [n for n in wanted if n not in self.members]
+        to_remove = [n for n in self.members if n not in wanted]
+        if to_add:
+            await self.add(to_add)
+        if to_remove:
+            await self.remove(to_remove)
+        await self.publish()
+        summary = f"reloaded {config.source}: {len(self.members)} replicas"
+        if to_add or to_remove:
+            summary += f" (+{len(to_add)} -{len(to_remove)})"
+        self._event("reloaded", "-", summary)
+        return summary

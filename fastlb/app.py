@@ -98,6 +98,8 @@ class Balancer:
         if config.admin.socket:
             self.admin_socket = AdminSocket(self.cluster)
             await self.admin_socket.start(config.admin.socket)
+        # Start the table-building worker now, so the first swap after a failure is quick.
+        await self.cluster.publish()
         host, port = self.server.address
         listing = ", ".join(
             f"{info.name} ({info.address})" for info in self.cluster.replicas()

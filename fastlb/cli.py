@@ -19,6 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastlb",
         description="A consistent-hashing HTTP/1.1 load balancer that runs its replicas.",
+        epilog="fastlb ctl [--socket PATH | --config FILE] CMD...: run a command on a running "
+        "fastlb (fastlb ctl --help)",
     )
     parser.add_argument("--config", metavar="FILE", help="TOML config (default: embedded)")
     parser.add_argument("--check", action="store_true", help="validate the config and exit")
@@ -32,7 +34,12 @@ async def _serve(config: Config, path: str | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["ctl"]:
+        from fastlb.ctl import main as ctl_main  # only `fastlb ctl` needs it
+
+        return ctl_main(words[1:])
+    args = _parser().parse_args(words)
     try:
         config = load(args.config) if args.config else default()
     except ConfigError as exc:

@@ -236,3 +236,78 @@ def read_response(sock: socket.socket, buf: bytearray) -> tuple[bytes, bytes]:
     body = bytes(buf[end : end + length])
     del buf[: end + length]
     return head, body
+
+
+@dataclass
+class LoadResult:
+    ok: int
+    failures: list[str]
+    served: dict[str, int]
+
+
+def run_load(
+    port: int,
+    *,
+    seconds: float | None = None,
+    total: int | None = None,
+    concurrency: int = 20,
+    path: str = "/home",
+    timeout: float = 10.0,
+) -> LoadResult:
+    """Keep-alive GETs from `concurrency` connections until `seconds` pass or `total` are done.
+
+    Bounded in time and count, loopback only. A failure is anything but a 200 (status, reset,
+    timeout), recorded with its reason; `served` counts X-Served-By.
+    """
+    import asyncio
+
+    assert seconds is not None or total is not None
+    served: dict[str, int] = {}
+    failures: list[str] = []
+    ok = 0
+    request = f"GET {path} HTTP/1.1\r\nHost: fastlb\r\n\r\n".encode()
+
+    async def worker(deadline: float, budget: list[int]) -> None:
+        nonlocal ok
+        reader = writer = None
+        loop = asyncio.get_running_loop()
+        while loop.time() < deadline and budget[0] > 0:
+            budget[0] -= 1
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                assert reader is not None
+                writer.write(request)
+                async with asyncio.timeout(timeout):
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    fields = dict(
+                        line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line
+                    )
+                    length = int(fields.get(b"Content-Length", b"0"))
+                    await reader.readexactly(length)
+                status = int(head[9:12])
+                if status != 200:
+                    failures.append(f"status {status}")
+                else:
+                    ok += 1
+                    name = fields.get(b"X-Served-By", b"?").strip().decode()
+                    served[name] = served.get(name, 0) + 1
+                if b"close" in fields.get(b"Connection", b"").lower():
+                    writer.close()
+                    writer = None
+            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+                if writer is not None:
+                    writer.close()
+                writer = None
+        if writer is not None:
+            writer.close()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (seconds if seconds is not None else 3600)
+        budget = [total if total is not None else 1 << 60]
+        await asyncio.gather(*(worker(deadline, budget) for _ in range(concurrency)))
+
+    asyncio.run(main())
+    return LoadResult(ok, failures, served)

@@ -50,3 +50,9 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 def test_check_without_config_checks_the_embedded_default(capsys: object) -> None:
     assert main(["--check"]) == 0
+
+
+def test_ctl_without_a_running_fastlb_says_where_it_looked() -> None:
+    result = run("ctl", "--socket", "/nonexistent/x.sock", "help")
+    assert result.returncode == 2
+    assert "/nonexistent/x.sock" in result.stderr

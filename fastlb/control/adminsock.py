@@ -104,7 +104,10 @@ class AdminSocket:
         assert task is not None
         self._connections.add(task)
         try:
-            await self._converse(reader, writer)
+            # A connection accepted just before close() may only get here after it: it would
+            # escape the cancellation and keep talking to a cluster that is shutting down.
+            if self._server is not None:
+                await self._converse(reader, writer)
         except (ConnectionError, asyncio.CancelledError):
             pass  # the client went away, or we are closing: nobody is left to tell
         finally:

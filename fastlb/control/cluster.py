@@ -302,8 +302,10 @@ class Cluster:
                     member.crashes += 1
                 else:
                     member.crashes = 0
-                if member.crashes:
-                    wait = min(hc.backoff * 2 ** (member.crashes - 1), hc.backoff_max)
+                if member.crashes > 1:
+                    # The first early death is replaced at once (it may have been killed);
+                    # one that keeps dying young waits longer each time instead of looping hot.
+                    wait = min(hc.backoff * 2 ** (member.crashes - 2), hc.backoff_max)
                     self._event("crash-loop", member.name, f"restarting in {wait:g} s")
                     await asyncio.sleep(wait)
                 if await self._restart(member):

@@ -3,10 +3,12 @@
 - `base`: the `Provider` interface (start, stop, address) and the heartbeat probe.
 - `local`: replicas as child processes of fastlb, which never outlive it.
 - `static`: replicas something else runs, listed in the config.
+- `docker`: replicas as Docker containers (imported only for provider = "docker", so the rest
+  of fastlb runs without the Docker SDK).
 """
 
 from fastlb.config import ReplicasConfig
-from fastlb.errors import ConfigError
+from fastlb.errors import ConfigError, ReplicaError
 from fastlb.replicas.base import Provider, Replica
 from fastlb.replicas.local import LocalProvider
 from fastlb.replicas.static import StaticProvider
@@ -19,4 +21,15 @@ def make_provider(config: ReplicasConfig) -> Provider:
         return LocalProvider(config)
     if config.provider == "static":
         return StaticProvider(config)
+    if config.provider == "docker":
+        try:
+            from fastlb.replicas.docker import DockerProvider
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("docker", "requests"):
+                raise
+            raise ReplicaError(
+                f'provider = "docker" needs the Docker SDK ({exc}); install it: '
+                "pip install 'docker>=6'"
+            ) from None
+        return DockerProvider(config)
     raise ConfigError(f"[replicas] provider: unknown provider {config.provider!r}")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from fastlb.config import AdminConfig
-from fastlb.control.classic import ClassicAdmin, parse_body, BadRequest
+from fastlb.control.classic import BadRequest, ClassicAdmin, parse_body
 from fastlb.http.parsers import make_head_parser
 from fastlb.proxy.client import LocalRequest
 from tests.conftest import Fastlb, http_get, run_load
@@ -73,7 +73,7 @@ def test_add_named_and_generated(lb: Fastlb) -> None:
         "N": 6,
         "replicas": ["Server1", "Server2", "Server3", "S5", "S4", "Server4"],
     }
-    status, headers, body = http_get(lb.port, "/home", {"X-Request-ID": "1"})
+    status, _, _ = http_get(lb.port, "/home", {"X-Request-ID": "1"})
     assert status == 200
 
 

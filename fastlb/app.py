@@ -47,6 +47,7 @@ class Balancer:
         self.admin_socket: AdminSocket | None = None
         self._stopping = asyncio.Event()
         self._reloading: asyncio.Task[None] | None = None
+        self._reload_again = False
 
     def _upstream(self, replica: Replica) -> Upstream:
         # The cluster's config: after a reload, new upstreams take the new pool settings.
@@ -112,14 +113,18 @@ class Balancer:
         self._stopping.set()
 
     def request_reload(self) -> None:
+        # A SIGHUP during a reload is not lost: the file is read again once that one is done.
+        self._reload_again = True
         if self._reloading is None or self._reloading.done():
             self._reloading = asyncio.ensure_future(self._reload())
 
     async def _reload(self) -> None:
-        try:
-            log.info("SIGHUP: %s", await self.cluster.reload())
-        except ControlError as exc:
-            log.error("reload failed: %s", exc)
+        while self._reload_again:
+            self._reload_again = False
+            try:
+                log.info("SIGHUP: %s", await self.cluster.reload())
+            except ControlError as exc:
+                log.error("reload failed: %s", exc)
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish (shutdown_timeout), stop replicas."""

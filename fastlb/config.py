@@ -123,7 +123,7 @@ class AdminConfig:
 @dataclass(frozen=True, slots=True)
 class HealthConfig:
     interval: float = 0.5  # seconds between heartbeats to each replica
-    timeout: float = 0.4  # a heartbeat slower than this failed
+    timeout: float = 0.3  # a heartbeat slower than this failed
     rise: int = 2  # consecutive good heartbeats that bring a down replica back
     fall: int = 2  # consecutive failed heartbeats that take a replica down
     replace_with: str = "same"  # "same" name (keys return) or "random" (the spec's behaviour)

@@ -96,7 +96,7 @@ def test_defaults_of_the_new_keys() -> None:
     )
     assert cfg.health == HealthConfig(
         interval=0.5,
-        timeout=0.4,
+        timeout=0.3,
         rise=2,
         fall=2,
         replace_with="same",
@@ -1410,7 +1410,7 @@ def test_a_bad_replica_count_is_reported_before_max_replicas() -> None:
 
 
 @pytest.mark.parametrize(
-    ("interval", "timeout"), [(0.5, 0.4), (0.1, 0.1), (0.4, 0.4), (0.45, 0.4), (2, 0.4)]
+    ("interval", "timeout"), [(0.5, 0.3), (0.1, 0.1), (0.3, 0.3), (0.25, 0.25), (2, 0.3)]
 )
 def test_timeout_defaults_to_at_most_the_interval(interval: float, timeout: float) -> None:
     health = parse(f"[health]\ninterval = {interval}\n").health

@@ -240,11 +240,21 @@ class Cluster:
             member.probes = asyncio.ensure_future(self._probe_loop(member))
 
     async def _probe_loop(self, member: Member) -> None:
-        hc = self.config.health
+        """Heartbeats start `interval` apart (not `interval` after the last one ended), so a
+        hung replica, whose probes each take the full timeout, is down after about
+        fall x interval + timeout. A suspicion from the data path probes at once."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + self.config.health.interval
         while not member.stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(member.wake.wait(), hc.interval)
-            member.wake.clear()
+            hc = self.config.health
+            delay = next_at - loop.time()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(member.wake.wait(), delay)
+            if member.wake.is_set():
+                member.wake.clear()
+            else:
+                next_at = max(next_at + hc.interval, loop.time())
             replica = member.replica
             if replica is None or member.stopping or member.healing is not None:
                 continue
@@ -312,6 +322,9 @@ class Cluster:
                     return
         finally:
             member.healing = None
+            if member.health.state == DOWN and not member.stopping and not self._closing:
+                # It died again while this replacement was being put in place.
+                self._heal(member, delay=0.0)
 
     async def _restart(self, member: Member) -> bool:
         old = member.name

@@ -537,9 +537,8 @@ class ClientConnection(asyncio.Protocol):
         head = self.head
         assert head is not None and self.upstream is not None
         try:
-            rh = parse_response_head(
-                data, end, head.method == b"HEAD", head.keep_alive and not self.eof, head.http11
-            )
+            keep = head.keep_alive and not self.eof and not self.server.draining
+            rh = parse_response_head(data, end, head.method == b"HEAD", keep, head.http11)
         except HttpError as exc:
             self._backend_failed(502, exc.message)
             return False
@@ -552,7 +551,9 @@ class ClientConnection(asyncio.Protocol):
         self.resp_started = True
         self.resp_keep = rh.keep_alive
         length = rh.length
-        self.client_keep = head.keep_alive and length != UNTIL_CLOSE and not self.eof
+        self.client_keep = (
+            head.keep_alive and length != UNTIL_CLOSE and not self.eof and not self.server.draining
+        )
         self.deadline = 0.0
         if length > 0:
             self.resp_state = R_LENGTH

@@ -11,6 +11,7 @@ so each child is started with PR_SET_PDEATHSIG: the kernel kills it when its par
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import functools
 import logging
@@ -131,7 +132,7 @@ class LocalProvider:
         while loop.time() < deadline:
             if proc.poll() is not None:
                 return False
-            if await heartbeat(self.host, port, 0.5):
+            if await heartbeat(self.host, port, 2.0):
                 return True
             await asyncio.sleep(0.02)
         return False
@@ -154,6 +155,8 @@ class LocalProvider:
         if proc is None or proc.poll() is not None:
             return
         proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)  # a stopped (hung) process must run to exit
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _STOP_GRACE
         while proc.poll() is None and loop.time() < deadline:

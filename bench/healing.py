@@ -1,0 +1,136 @@
+"""How fast fastlb notices a failed replica and has a replacement serving.
+
+    python -m bench.healing [--kills 5] [--stops 2]
+
+Runs a balancer in this process on real child replicas, and for each trial kills one replica
+(SIGKILL: the process is gone) or freezes it (SIGSTOP: a hung process that still accepts
+connections). It reports, per trial, the time from the signal to the replica leaving the
+routing table (detection) and to its replacement answering /home through the balancer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import time
+from dataclasses import dataclass
+
+import uvloop
+
+from fastlb.app import Balancer
+from fastlb.config import Config, HealthConfig, ProxyConfig, ReplicasConfig
+
+POLL = 0.001
+
+
+@dataclass
+class Trial:
+    how: str
+    replica: str
+    detected: float  # seconds from the signal to leaving the table
+    serving: float  # seconds from the signal to the replacement answering through the proxy
+
+
+def config(port: int = 0) -> Config:
+    return Config(
+        proxy=ProxyConfig(port=port),
+        replicas=ReplicasConfig(),
+        health=HealthConfig(),
+    )
+
+
+async def trial(balancer: Balancer, name: str, how: str) -> Trial:
+    cluster = balancer.cluster
+    server = balancer.server
+    assert server is not None
+    member = cluster.members[name]
+    assert member.replica is not None and member.replica.pid is not None
+    pid, restarts = member.replica.pid, member.restarts
+    port = server.address[1]
+    started = time.monotonic()
+    os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+    detected = serving = 0.0
+    while time.monotonic() - started < 30:
+        route = server.route
+        in_table = route is not None and name in route.table.names
+        if not detected and not in_table:
+            detected = time.monotonic() - started
+        if detected and member.restarts > restarts and in_table:
+            # The name is back in the table on a new process: prove it serves.
+            key = _key_for(balancer, name)
+            if await _home_from_key(port, key, name):
+                serving = time.monotonic() - started
+                break
+        await asyncio.sleep(POLL)
+    if how == "stop":
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    return Trial(how, name, detected, serving)
+
+
+def _key_for(balancer: Balancer, name: str) -> bytes:
+    server = balancer.server
+    assert server is not None and server.route is not None
+    table = server.route.table
+    for i in range(100000, 200000):
+        key = b"%d" % i
+        if table.names[table.lookup(key)] == name:
+            return key
+    raise AssertionError(f"no key maps to {name}")
+
+
+async def _home_from_key(port: int, key: bytes, name: str) -> bool:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    try:
+        writer.write(b"GET /home HTTP/1.1\r\nHost: b\r\nX-Request-ID: " + key + b"\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        return head.startswith(b"HTTP/1.1 200") and b"X-Served-By: " + name.encode() in head
+    except (OSError, asyncio.IncompleteReadError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+
+
+async def run_trials(kills: int, stops: int, cfg: Config | None = None) -> list[Trial]:
+    cfg = cfg or config()
+    balancer = Balancer(cfg)
+    await balancer.start()
+    trials: list[Trial] = []
+    try:
+        names = list(cfg.replicas.names)
+        for i in range(kills + stops):
+            how = "kill" if i < kills else "stop"
+            trials.append(await trial(balancer, names[i % len(names)], how))
+            await asyncio.sleep(cfg.health.crash_window + 0.2)  # not a crash loop next time
+    finally:
+        await balancer.stop()
+    return trials
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--stops", type=int, default=2)
+    args = parser.parse_args()
+    trials = uvloop.run(run_trials(args.kills, args.stops))
+    print("| signal | replica | detected ms | replacement serving ms |")
+    print("|---|---|--:|--:|")
+    for t in trials:
+        print(f"| {t.how} | {t.replica} | {t.detected * 1e3:.1f} | {t.serving * 1e3:.0f} |")
+    for how in ("kill", "stop"):
+        rows = [t for t in trials if t.how == how]
+        if rows:
+            detected = statistics.median(t.detected for t in rows) * 1e3
+            serving = statistics.median(t.serving for t in rows) * 1e3
+            print(f"median {how}: detected {detected:.1f} ms, serving {serving:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Self-healing, reload and drain, against real replica processes under real load.
+
+Times are measured and shown (`-s`); the assertions hold generous bounds that only a broken
+mechanism misses. `python -m bench.healing` measures the same thing for the record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import uvloop
+
+from bench.healing import run_trials
+from fastlb.app import Balancer
+from fastlb.config import Config, HealthConfig, ProxyConfig, ReplicasConfig
+from tests.conftest import Fastlb, LoadResult, children_of, http_get, run_load
+
+StartFastlb = Callable[[str], Fastlb]
+
+
+def load_in_background(port: int, seconds: float, **kwargs: object) -> tuple[threading.Thread, list[LoadResult]]:
+    results: list[LoadResult] = []
+    thread = threading.Thread(
+        target=lambda: results.append(run_load(port, seconds=seconds, **kwargs))  # type: ignore[arg-type]
+    )
+    thread.start()
+    return thread, results
+
+
+def test_exit_is_detected_and_replaced_quickly() -> None:
+    trials = uvloop.run(run_trials(kills=1, stops=1, cfg=Config(proxy=ProxyConfig(port=0))))
+    kill, stop = trials
+    print(f"\nkill: detected {kill.detected * 1e3:.1f} ms, serving {kill.serving * 1e3:.0f} ms")
+    print(f"stop: detected {stop.detected * 1e3:.1f} ms, serving {stop.serving * 1e3:.0f} ms")
+    assert 0 < kill.detected < 1.0  # an exit is an event, not a missed heartbeat
+    assert 0 < kill.serving < 5.0
+    assert 0 < stop.detected < 5.0  # fall x interval (+ the probe timeout)
+    assert 0 < stop.serving < 10.0
+
+
+def test_no_failed_requests_while_replicas_are_killed_every_2s(start_fastlb: StartFastlb) -> None:
+    lb = start_fastlb('[proxy]\nlisten = "127.0.0.1:{port}"\n')
+    thread, results = load_in_background(lb.port, 9.0, concurrency=16)
+    kills = 0
+    signals = [signal.SIGKILL, signal.SIGKILL, signal.SIGSTOP, signal.SIGKILL]
+    try:
+        for sig in signals:
+            time.sleep(2.0)
+            replicas = [
+                pid
+                for pid in children_of(lb.proc.pid)
+                if b"replica" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            ]
+            os.kill(replicas[kills % len(replicas)], sig)
+            kills += 1
+    finally:
+        thread.join()
+    (result,) = results
+    print(f"\n{result.ok} requests, {len(result.failures)} failed, served {result.served}")
+    assert result.failures == []
+    assert result.ok > 1000
+    _status, _, body = lb.get("/rep")
+    assert json.loads(body)["message"]["N"] == 3
+
+
+def test_crash_loop_backs_off() -> None:
+    health = HealthConfig(crash_window=5.0, backoff=0.2, backoff_max=1.0)
+    config = Config(proxy=ProxyConfig(port=0), replicas=ReplicasConfig(names=("Loop1",), count=1),
+                    health=health)
+
+    async def scenario() -> list[str]:
+        balancer = Balancer(config)
+        await balancer.start()
+        try:
+            member = balancer.cluster.members["Loop1"]
+            for restarts in range(1, 4):
+                assert member.replica is not None and member.replica.pid is not None
+                os.kill(member.replica.pid, signal.SIGKILL)
+                while member.restarts < restarts:
+                    await asyncio.sleep(0.01)
+            return [f"{e.kind} {e.detail}" for e in balancer.cluster.events if e.kind == "crash-loop"]
+        finally:
+            await balancer.stop()
+
+    import asyncio
+
+    events = uvloop.run(scenario())
+    # First early death: replaced at once. Then 0.2 s, then 0.4 s: doubling, not a hot loop.
+    assert events == ["crash-loop restarting in 0.2 s", "crash-loop restarting in 0.4 s"]
+
+
+def test_replace_with_random_gives_a_new_name() -> None:
+    import asyncio
+
+    config = Config(proxy=ProxyConfig(port=0), health=HealthConfig(replace_with="random"))
+
+    async def scenario() -> list[str]:
+        balancer = Balancer(config)
+        await balancer.start()
+        try:
+            member = balancer.cluster.members["Server2"]
+            assert member.replica is not None and member.replica.pid is not None
+            os.kill(member.replica.pid, signal.SIGKILL)
+            while member.restarts < 1:
+                await asyncio.sleep(0.01)
+            return balancer.cluster.names()
+        finally:
+            await balancer.stop()
+
+    names = uvloop.run(scenario())
+    assert len(names) == 3 and "Server2" not in names
+    assert names[0] == "Server1" and names[1] == "Server3"
+
+
+def test_twenty_reloads_under_load_lose_nothing(start_fastlb: StartFastlb, tmp_path: Path) -> None:
+    lb = start_fastlb('[proxy]\nlisten = "127.0.0.1:{port}"\n')
+    text = lb.config.read_text()
+    thread, results = load_in_background(lb.port, 7.0, concurrency=16)
+    try:
+        for i in range(20):
+            time.sleep(0.3)
+            # Alternate table settings so every reload builds and swaps a new table.
+            table = "classic" if i % 2 else "maglev"
+            lb.config.write_text(text + f'[routing]\ntable = "{table}"\n')
+            lb.proc.send_signal(signal.SIGHUP)
+    finally:
+        thread.join()
+    (result,) = results
+    print(f"\n{result.ok} requests across 20 reloads, {len(result.failures)} failed")
+    assert result.failures == []
+    assert set(result.served) == {"Server1", "Server2", "Server3"}
+
+
+def test_reload_applies_the_replica_list_and_rejects_a_bad_file(start_fastlb: StartFastlb) -> None:
+    lb = start_fastlb('[proxy]\nlisten = "127.0.0.1:{port}"\n')
+    text = lb.config.read_text()
+    lb.config.write_text(text + '[replicas]\nnames = ["Server1", "Server2", "Server3", "Extra"]\n')
+    lb.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    names: list[str] = []
+    while time.monotonic() < deadline:
+        names = json.loads(lb.get("/rep")[2])["message"]["replicas"]
+        if "Extra" in names:
+            break
+        time.sleep(0.05)
+    assert names == ["Server1", "Server2", "Server3", "Extra"]
+    lb.config.write_text(text.replace("[proxy]\n", "[proxy]\nconnect_timeout = -1\n"))
+    lb.proc.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert json.loads(lb.get("/rep")[2])["message"]["replicas"] == names
+    assert lb.get("/home")[0] == 200
+    lb.proc.send_signal(signal.SIGTERM)
+    lb.proc.wait(timeout=15)
+    assert lb.proc.stderr is not None
+    log = lb.proc.stderr.read().decode()
+    assert "reload failed" in log and "connect_timeout" in log
+
+
+def test_sigterm_finishes_requests_in_flight(start_fastlb: StartFastlb) -> None:
+    lb = start_fastlb(
+        '[proxy]\nlisten = "127.0.0.1:{port}"\n[replicas]\nlatency_ms = 400\n'
+        "[health]\ninterval = 1.0\ntimeout = 0.9\n"
+    )
+    thread, results = load_in_background(lb.port, 3.0, concurrency=10)
+    time.sleep(1.0)
+    lb.proc.send_signal(signal.SIGTERM)
+    code = lb.proc.wait(timeout=20)
+    thread.join()
+    (result,) = results
+    assert code == 0
+    # Requests that were in flight when SIGTERM came all completed; after that the listener
+    # was closed, so the only failures are refused new connections.
+    completed_failures = [f for f in result.failures if "Refused" not in f and "refused" not in f]
+    print(f"\n{result.ok} ok; after SIGTERM: {len(result.failures)} refused or failed")
+    assert result.ok >= 10
+    assert completed_failures == [], completed_failures
+    assert http_get is not None
+
+
+def test_balancer_config_dataclass_round_trip() -> None:
+    # `replace` keeps the frozen config usable by the in-process scenarios above.
+    config = replace(Config(), proxy=ProxyConfig(port=0))
+    assert config.proxy.port == 0

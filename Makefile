@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?=
 
-.PHONY: all setup run test lint typecheck unit bench clean
+.PHONY: all setup run test lint typecheck unit bench images clean
 
 all: test
 
@@ -35,6 +35,10 @@ test: lint typecheck unit
 
 bench: setup
 	$(PY) -m bench.run
+
+# Needs a running Docker engine, mmdebstrap and python3-pip (see .ci/run); no registry is used.
+images:
+	bash docker/build-images.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -51,6 +51,16 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def replica_children(pid: int) -> list[int]:
+    """Children of `pid` that are replica processes (not the table-building worker)."""
+    found = []
+    for child in children_of(pid):
+        with contextlib.suppress(OSError):
+            if b"replica" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
+                found.append(child)
+    return found
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

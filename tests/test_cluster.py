@@ -20,7 +20,7 @@ import uvloop
 from bench.healing import run_trials
 from fastlb.app import Balancer
 from fastlb.config import Config, HealthConfig, ProxyConfig, ReplicasConfig
-from tests.conftest import Fastlb, LoadResult, children_of, http_get, run_load
+from tests.conftest import Fastlb, LoadResult, http_get, replica_children, run_load
 
 StartFastlb = Callable[[str], Fastlb]
 
@@ -53,11 +53,7 @@ def test_no_failed_requests_while_replicas_are_killed_every_2s(start_fastlb: Sta
     try:
         for sig in signals:
             time.sleep(2.0)
-            replicas = [
-                pid
-                for pid in children_of(lb.proc.pid)
-                if b"replica" in Path(f"/proc/{pid}/cmdline").read_bytes()
-            ]
+            replicas = replica_children(lb.proc.pid)
             os.kill(replicas[kills % len(replicas)], sig)
             kills += 1
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PY, Fastlb, Processes, children_of, free_port, http_get, wait_gone
+from tests.conftest import PY, Fastlb, Processes, free_port, http_get, replica_children, wait_gone
 
 StartFastlb = Callable[[str], Fastlb]
 
@@ -52,7 +52,7 @@ def test_default_config_serves_home_from_all_three(start_fastlb: StartFastlb) ->
     assert min(seen.values()) > 50, seen
     status, _, body = lb.get("/heartbeat")
     assert (status, body) == (200, b"")
-    assert len(children_of(lb.proc.pid)) == 3
+    assert len(replica_children(lb.proc.pid)) == 3
 
 
 def test_replica_options_reach_the_children(start_fastlb: StartFastlb) -> None:
@@ -108,7 +108,7 @@ def test_replica_that_cannot_start_is_a_clear_error(procs: Processes, tmp_path: 
 
 def test_heartbeat_of_a_child_directly(start_fastlb: StartFastlb) -> None:
     lb = start_fastlb(local_config(f"hb{uuid.uuid4().hex[:6]}", 1))
-    (child,) = children_of(lb.proc.pid)
+    (child,) = replica_children(lb.proc.pid)
     cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
     port = int(cmdline[cmdline.index(b"--port") + 1])
     assert http_get(port, "/heartbeat")[0] == 200

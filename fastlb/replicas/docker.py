@@ -14,7 +14,9 @@ Two ways to reach a replica:
 
 Every SDK call blocks (HTTP to the engine), so each runs in the loop's default executor. A
 container that dies is seen through the engine's event stream, read by one thread that posts to
-the loop; the loop thread alone changes this provider's state, so nothing here needs a lock.
+the loop. The loop thread alone changes this provider's state, but for the containers being
+created (recorded by the executor thread that creates them, and counted under a condition that
+close() waits on, so that a cancelled start leaves no container behind).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -64,12 +67,19 @@ class DockerProvider:
         self._client: Client | None = None
         self._connecting = asyncio.Lock()
         self._prepared = False  # image found and network there: checked once, before a start
+        self._image_id = ""  # what config.image names now, to tell a leftover of an older build
         self._replicas: dict[str, Replica] = {}
         # name -> container id of the replicas this provider owns (started or adopted). A die
         # event is reported only for these ids, so a container stopped on purpose (dropped from
         # here first) or replaced under the same name is never reported.
         self._owned: dict[str, str] = {}
         self._dead: dict[str, str] = {}  # owned containers that died: removed by stop/close
+        # Containers created by a start() still in progress. Written by the executor thread the
+        # moment a container exists, so that one whose start() is cancelled (fastlb stopping
+        # while replicas come up) is still removed by close() instead of being orphaned.
+        self._pending: dict[str, str] = {}
+        self._creates = 0  # _sync_create calls running in executor threads; close() waits for them
+        self._creating = threading.Condition()
         self._on_exit: ExitCallback | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = threading.Event()
@@ -119,11 +129,17 @@ class DockerProvider:
         if reason is not None:
             output = await self._call(self._sync_logs, cid)
             await self._call(self._sync_remove, cid)
+            self._pending.pop(name, None)
+            hint = ""
+            if self._config.network and reason == "timeout":
+                hint = (f"; replicas on network {self._config.network!r} are reached by name, "
+                        "so fastlb must run in a container on that network too")
             raise ReplicaError(
                 f"replica {name!r} (image {self._config.image}) did not answer /heartbeat at "
-                f"{host}:{port} within {self._config.start_timeout:g} s ({reason})"
+                f"{host}:{port} within {self._config.start_timeout:g} s ({reason}){hint}"
                 + (f"; its last output:\n{output}" if output else "")
             )
+        self._pending.pop(name, None)
         self._dead.pop(name, None)
         self._owned[name] = cid
         replica = Replica(name, host, port, self._weights.get(name, 1))
@@ -140,6 +156,7 @@ class DockerProvider:
         self._replicas.pop(name, None)
         # Dropped from _owned before the container stops, so its die event is not reported.
         cid = self._owned.pop(name, None) or self._dead.pop(name, None)
+        cid = cid or self._pending.pop(name, None)
         if cid is not None:
             await self._call(self._sync_remove, cid)
 
@@ -147,9 +164,11 @@ class DockerProvider:
         """Stop watching events; with stop_on_exit, also stop and remove every container this
         provider started or adopted (without it they keep running for the next fastlb to adopt).
         Never raises: this runs while fastlb exits, when there is no one left to handle it."""
-        self._closing.set()
+        self._closing.set()  # no new container from here on
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._wait_creates)
         if self._config.stop_on_exit:
-            names = sorted({*self._owned, *self._dead})
+            names = sorted({*self._owned, *self._dead, *self._pending})
             results = await asyncio.gather(
                 *(self.stop(name) for name in names), return_exceptions=True
             )
@@ -159,8 +178,8 @@ class DockerProvider:
         else:
             self._owned.clear()
             self._dead.clear()
+            self._pending.clear()
             self._replicas.clear()
-        loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._stop_events)
         if self._client is not None:
             client, self._client = self._client, None
@@ -232,7 +251,7 @@ class DockerProvider:
     def _sync_prepare(self) -> None:
         client = self._docker
         try:
-            client.images.get(self._config.image)
+            self._image_id = client.images.get(self._config.image).id
         except docker.errors.ImageNotFound:
             raise ReplicaError(self._image_missing()) from None
         network = self._config.network
@@ -268,12 +287,28 @@ class DockerProvider:
             return None
         return container if container.name == name else None
 
+    def _wait_creates(self, timeout: float = 30.0) -> None:
+        with self._creating:
+            self._creating.wait_for(lambda: self._creates == 0, timeout)
+
     def _sync_create(
         self, name: str, reuse: bool = True
     ) -> tuple[str, tuple[str, int], bool]:
         """Create and start the container of `name`: (id, address, whether it was already
         running and is reused). A leftover of this cluster by that name is reused when it runs
         what we would run, and removed otherwise; anyone else's is an error."""
+        with self._creating:
+            if self._closing.is_set():
+                raise ReplicaError(f"replica {name!r}: not started, fastlb is stopping")
+            self._creates += 1
+        try:
+            return self._create(name, reuse)
+        finally:
+            with self._creating:
+                self._creates -= 1
+                self._creating.notify_all()
+
+    def _create(self, name: str, reuse: bool) -> tuple[str, tuple[str, int], bool]:
         cluster = self._config.cluster
         existing = self._find(name)
         if existing is not None:
@@ -292,6 +327,7 @@ class DockerProvider:
                 )
             address = self._address_of(existing, name)
             if reuse and existing.status == "running" and address and self._runs_ours(existing):
+                self._pending[name] = existing.id
                 return existing.id, address, True
             self._remove(existing)
         options: dict[str, Any] = {
@@ -317,6 +353,7 @@ class DockerProvider:
                     f"this replica was starting): {_reason(exc)}"
                 ) from None
             raise
+        self._pending[name] = container.id
         try:
             container.start()
             container.reload()  # the published port is known only once it runs
@@ -328,15 +365,16 @@ class DockerProvider:
                 )
         except BaseException:
             self._remove(container)
+            self._pending.pop(name, None)
             raise
         return container.id, address, False
 
     def _runs_ours(self, container: Container) -> bool:
-        """Whether a leftover container runs the image and command we would start now (a
-        changed latency or image must not be silently kept)."""
+        """Whether a leftover container runs what we would start now: the same build of the
+        image and the same command (a rebuilt image or a changed latency is not kept)."""
         config = container.attrs.get("Config") or {}
         return bool(
-            config.get("Image") == self._config.image
+            container.attrs.get("Image") == self._image_id
             and list(config.get("Cmd") or []) == self.command(container.name)
         )
 
@@ -389,7 +427,10 @@ class DockerProvider:
     def _sync_adopt(self) -> list[tuple[str, str, tuple[str, int]]]:
         label = f"{CLUSTER_LABEL}={self._config.cluster}"
         found = []
-        for container in self._docker.containers.list(all=True, filters={"label": label}):
+        listed = self._docker.containers.list(
+            all=True, filters={"label": label}, ignore_removed=True
+        )
+        for container in listed:
             name = (container.labels or {}).get(REPLICA_LABEL) or container.name
             address = self._address_of(container, name)
             if container.status == "running" and address is not None and name == container.name:
@@ -440,7 +481,8 @@ class DockerProvider:
             "event": "die",
             "label": f"{CLUSTER_LABEL}={self._config.cluster}",
         }
-        since: float | None = None
+        started = time.time()
+        since: float | None = None  # None: from now on; after a break, from the last event seen
         while not self._closing.is_set():
             client: Client | None = None
             try:
@@ -464,6 +506,7 @@ class DockerProvider:
                 if self._closing.is_set():
                     break
                 log.warning("Docker event stream broke (%s); reading it again", _reason(exc))
+                since = since or started
             finally:
                 self._events_stream = None
                 if client is not None:

@@ -1,6 +1,6 @@
 """How fast fastlb notices a failed replica and has a replacement serving.
 
-    python -m bench.healing [--kills 5] [--stops 2]
+    python -m bench.healing [--kills 5] [--stops 2] [--docker]
 
 Runs a balancer in this process on real child replicas, and for each trial kills one replica
 (SIGKILL: the process is gone) or freezes it (SIGSTOP: a hung process that still accepts
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import uvloop
 
@@ -43,16 +43,39 @@ def config(port: int = 0) -> Config:
     )
 
 
-async def trial(balancer: Balancer, name: str, how: str) -> Trial:
+def signal_process(balancer: Balancer, name: str, sig: signal.Signals) -> None:
+    """Signal a local replica's process."""
+    replica = balancer.cluster.members[name].replica
+    assert replica is not None and replica.pid is not None
+    os.kill(replica.pid, sig)
+
+
+def signal_container(balancer: Balancer, name: str, sig: signal.Signals) -> None:
+    """Signal a Docker replica's container through the engine (the SDK, as fastlb does)."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        client.containers.get(name).kill(signal=sig.name)
+    finally:
+        client.close()
+
+
+Signaller = Callable[[Balancer, str, signal.Signals], None]
+
+
+async def trial(
+    balancer: Balancer, name: str, how: str, send: Signaller = signal_process
+) -> Trial:
     cluster = balancer.cluster
     server = balancer.server
     assert server is not None
     member = cluster.members[name]
-    assert member.replica is not None and member.replica.pid is not None
-    pid, restarts = member.replica.pid, member.restarts
+    restarts = member.restarts
     port = server.address[1]
     started = time.monotonic()
-    os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+    sig = signal.SIGKILL if how == "kill" else signal.SIGSTOP
+    await asyncio.get_running_loop().run_in_executor(None, send, balancer, name, sig)
     detected = serving = 0.0
     while time.monotonic() - started < 30:
         route = server.route
@@ -66,9 +89,6 @@ async def trial(balancer: Balancer, name: str, how: str) -> Trial:
                 serving = time.monotonic() - started
                 break
         await asyncio.sleep(POLL)
-    if how == "stop":
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
     return Trial(how, name, detected, serving)
 
 
@@ -98,7 +118,9 @@ async def _home_from_key(port: int, key: bytes, name: str) -> bool:
         writer.close()
 
 
-async def run_trials(kills: int, stops: int, cfg: Config | None = None) -> list[Trial]:
+async def run_trials(
+    kills: int, stops: int, cfg: Config | None = None, send: Signaller = signal_process
+) -> list[Trial]:
     cfg = cfg or config()
     balancer = Balancer(cfg)
     await balancer.start()
@@ -107,7 +129,7 @@ async def run_trials(kills: int, stops: int, cfg: Config | None = None) -> list[
         names = list(cfg.replicas.names)
         for i in range(kills + stops):
             how = "kill" if i < kills else "stop"
-            trials.append(await trial(balancer, names[i % len(names)], how))
+            trials.append(await trial(balancer, names[i % len(names)], how, send))
             await asyncio.sleep(cfg.health.crash_window + 0.2)  # not a crash loop next time
     finally:
         await balancer.stop()
@@ -118,8 +140,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--stops", type=int, default=2)
+    parser.add_argument(
+        "--docker", action="store_true", help="Docker replicas (needs the engine and `make images`)"
+    )
     args = parser.parse_args()
-    trials = uvloop.run(run_trials(args.kills, args.stops))
+    cfg, send = config(), signal_process
+    if args.docker:
+        cfg = replace(cfg, replicas=ReplicasConfig(provider="docker", cluster="fastlb-bench"))
+        send = signal_container
+    trials = uvloop.run(run_trials(args.kills, args.stops, cfg, send))
     print("| signal | replica | detected ms | replacement serving ms |")
     print("|---|---|--:|--:|")
     for t in trials:

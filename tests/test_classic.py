@@ -266,3 +266,24 @@ def test_admin_api_against_a_model(start_fastlb: StartFastlb) -> None:
         suppress_health_check=list(HealthCheck),
     )
     Machine.TestCase().runTest()
+
+
+def test_rm_under_load_drains_without_failures(lb: Fastlb) -> None:
+    import threading
+    import time
+
+    results = []
+    thread = threading.Thread(
+        target=lambda: results.append(run_load(lb.port, seconds=4.0, concurrency=16))
+    )
+    thread.start()
+    try:
+        time.sleep(1.5)
+        status, body = call(lb, "DELETE", "/rm", {"n": 1, "hostnames": ["Server2"]})
+    finally:
+        thread.join()
+    assert status == 200, body
+    (result,) = results
+    assert result.failures == []
+    assert result.served.get("Server2", 0) > 0  # it served until it was taken out
+    assert replicas(lb) == ["Server1", "Server3"]

@@ -22,8 +22,10 @@ from typing import Any
 
 import docker
 import pytest
+import uvloop
 
-from fastlb.config import ReplicasConfig
+from bench.healing import run_trials, signal_container
+from fastlb.config import Config, ProxyConfig, ReplicasConfig
 from fastlb.errors import ReplicaError
 from fastlb.replicas.docker import CLUSTER_LABEL, REPLICA_LABEL, DockerProvider
 from tests.conftest import ROOT, Fastlb, http_get
@@ -372,3 +374,15 @@ def test_compose_stack_serves_on_5000(engine: Any) -> None:
             if network.name == COMPOSE_NETWORK:
                 with contextlib.suppress(docker.errors.NotFound):
                     network.remove()
+
+
+def test_a_killed_container_is_replaced_and_serving(engine: Any, tag: str) -> None:
+    """The same measurement as `python -m bench.healing --docker`, once, with a loose bound."""
+    cfg = Config(
+        proxy=ProxyConfig(port=0),
+        replicas=config(tag, count=2, start_timeout=30.0),
+    )
+    (kill,) = uvloop.run(run_trials(kills=1, stops=0, cfg=cfg, send=signal_container))
+    print(f"\ndocker kill: detected {kill.detected * 1e3:.0f} ms, serving {kill.serving * 1e3:.0f} ms")
+    assert 0 < kill.detected < 3.0  # the engine's die event, not missed heartbeats
+    assert 0 < kill.serving < 15.0

@@ -49,6 +49,7 @@ class ProxyServer:
         self.refused = 0  # malformed or refused requests (4xx from fastlb, connection closed)
         self.rejected = 0  # paths the replicas do not serve (the spec's 400)
         self.retries = 0  # requests sent again: to the next candidate or on a fresh connection
+        self.own_responses: dict[int, int] = {}  # status -> errors fastlb sent with no replica
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
 

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from fastlb.proxy.client import ClientConnection
 
 
+#: Prometheus' default buckets from 5 ms to 10 s (the seed project's).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+
 class BackendConnection(asyncio.Protocol):
     """A connection to a replica. Between exchanges it idles in its upstream's pool; during one
     it belongs to exactly one client connection, which it hands every byte it reads."""
@@ -89,6 +93,9 @@ class Upstream:
         "connect_failures",
         "connect_timeout",
         "connects",
+        "duration_bounds",
+        "duration_counts",
+        "duration_sum",
         "failures",
         "high_water",
         "host",
@@ -114,6 +121,7 @@ class Upstream:
         connect_timeout: float = 2.0,
         high_water: int = 256 * 1024,
         low_water: int = 64 * 1024,
+        duration_bounds: tuple[float, ...] = DURATION_BUCKETS,
     ) -> None:
         self.name = name
         self.host = host
@@ -131,6 +139,12 @@ class Upstream:
         self.retries = 0  # stale pooled connections retried on a fresh one
         self.connects = 0
         self.connect_failures = 0
+        # Response time histogram, exported cumulatively at scrape time: counts[i] holds the
+        # exchanges that took at most bounds[i] (and more than bounds[i-1]); the last slot,
+        # those above every bound.
+        self.duration_bounds = duration_bounds
+        self.duration_counts = [0] * (len(duration_bounds) + 1)
+        self.duration_sum = 0.0
 
     def __repr__(self) -> str:
         return f"<Upstream {self.name} {self.host}:{self.port} idle={len(self.idle)}>"

@@ -18,6 +18,9 @@ from fastlb.control.classic import ClassicAdmin
 from fastlb.control.cluster import Cluster
 from fastlb.control.tables import TableBuilder
 from fastlb.errors import FastlbError
+from fastlb.observe.access import AccessLog
+from fastlb.observe.metrics import Metrics
+from fastlb.observe.status import StatusPage
 from fastlb.proxy.server import ProxyServer
 from fastlb.proxy.upstream import Upstream
 from fastlb.replicas import Provider, Replica, make_provider
@@ -46,6 +49,7 @@ class Balancer:
         self.admin_server: ProxyServer | None = None
         self.admin_socket: AdminSocket | None = None
         self._stopping = asyncio.Event()
+        self.observers: list[Metrics | StatusPage] = []
         self._reloading: asyncio.Task[None] | None = None
         self._reload_again = False
 
@@ -61,6 +65,7 @@ class Balancer:
             connect_timeout=proxy.connect_timeout,
             high_water=proxy.high_water,
             low_water=proxy.low_water,
+            duration_bounds=self.cluster.config.metrics.buckets,
         )
 
     async def _listen(self, server: ProxyServer) -> None:
@@ -76,14 +81,20 @@ class Balancer:
     async def start(self) -> None:
         config = self.config
         route = await self.cluster.start()
-        admin = ClassicAdmin(self.cluster, config.admin)
+        # Admin and observability routes, served on the data port or on the admin listener.
+        routes = ClassicAdmin(self.cluster, config.admin).routes()
+        self.observers = [Metrics(self), StatusPage(self)]
+        for observer in self.observers:
+            routes.update(observer.routes())
         on_data_port = config.admin.on_data_port
         self.server = ProxyServer(
             config.proxy,
             config.routing.key,
             route,
-            local=admin.routes() if on_data_port else None,
+            local=routes if on_data_port else None,
         )
+        if config.log.access:
+            self.server.access_log = AccessLog(config.log.access_file)
         self.cluster.attach(self.server)
         await self._listen(self.server)
         if config.admin.listen is not None and not on_data_port:
@@ -91,7 +102,7 @@ class Balancer:
                 config.proxy,
                 config.routing.key,
                 None,
-                local=admin.routes(),
+                local=routes,
                 forward=False,
                 listen=config.admin.listen,
             )
@@ -137,6 +148,10 @@ class Balancer:
             await self.server.stop(grace)
         if self.admin_server is not None:
             await self.admin_server.stop(0.5)
+        if self.server is not None and self.server.access_log is not None:
+            self.server.access_log.close()
+        for observer in self.observers:
+            await observer.close()
         await self.cluster.close()
         self.tables.close()
 

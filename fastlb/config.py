@@ -134,12 +134,28 @@ class HealthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    # Upper bounds (seconds) of the response-time histogram buckets, increasing.
+    buckets: tuple[float, ...] = (
+        0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    access: bool = False  # one line per request, written from a buffer
+    access_file: str = ""  # where ("" = standard error)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     # Where the settings came from, for messages. Not compared: a file that spells out the
     # defaults configures exactly what no file does, and a reload of an unchanged file under
     # another path is no change.
@@ -168,6 +184,8 @@ def parse(text: str, source: str = "lb.toml") -> Config:
     replicas_table = _Table.top(source, document, "replicas", _REPLICAS_KEYS)
     admin_table = _Table.top(source, document, "admin", _ADMIN_KEYS)
     health_table = _Table.top(source, document, "health", _HEALTH_KEYS)
+    metrics_table = _Table.top(source, document, "metrics", _METRICS_KEYS)
+    log_table = _Table.top(source, document, "log", _LOG_KEYS)
 
     proxy = _read_proxy(proxy_table)
     routing = _read_routing(routing_table)
@@ -181,6 +199,8 @@ def parse(text: str, source: str = "lb.toml") -> Config:
         replicas=replicas,
         admin=admin,
         health=health,
+        metrics=_read_metrics(metrics_table),
+        log=_read_log(log_table),
         source=source,
     )
 
@@ -250,6 +270,8 @@ _HEALTH_KEYS = (
     "backoff",
     "backoff_max",
 )
+_METRICS_KEYS = ("buckets",)
+_LOG_KEYS = ("access", "access_file")
 _STATIC_KEYS = ("name", "address", "weight")
 _TABLES: Mapping[str, tuple[str, ...]] = {
     "proxy": _PROXY_KEYS,
@@ -257,6 +279,8 @@ _TABLES: Mapping[str, tuple[str, ...]] = {
     "replicas": _REPLICAS_KEYS,
     "admin": _ADMIN_KEYS,
     "health": _HEALTH_KEYS,
+    "metrics": _METRICS_KEYS,
+    "log": _LOG_KEYS,
 }
 
 # Used when fastlb.hashing (which owns the registry) is not there to ask.
@@ -971,3 +995,21 @@ def _check_maglev_size(table: _Table, routing: RoutingConfig, replicas: Replicas
             "maglev_size",
             f"expected at least one slot per replica ({replicas.count}), got {routing.maglev_size}",
         )
+
+
+def _read_metrics(table: _Table) -> MetricsConfig:
+    d = MetricsConfig()
+    buckets = table.get("buckets", _list_of(_POSITIVE_NUMBER), d.buckets)
+    if not buckets:
+        raise table.error("buckets", "expected at least one bucket bound, got []")
+    if any(b >= a for a, b in zip(buckets[1:], buckets, strict=False)):
+        raise table.error("buckets", f"expected strictly increasing bounds, got {list(buckets)}")
+    return MetricsConfig(buckets=tuple(float(b) for b in buckets))
+
+
+def _read_log(table: _Table) -> LogConfig:
+    d = LogConfig()
+    return LogConfig(
+        access=table.get("access", _boolean, d.access),
+        access_file=table.get("access_file", _text, d.access_file),
+    )

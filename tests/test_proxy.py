@@ -394,3 +394,19 @@ def test_slow_reader_of_a_100mb_response_keeps_rss_flat(
     assert received > size  # head + the whole body arrived
     # Without backpressure fastlb would hold ~100 MB; with it, a few socket buffers.
     assert peak - base < 16 * 1024, f"RSS grew by {peak - base} KiB"
+
+
+def test_access_log_lines(start_fastlb: StartFastlb, echo: Backend, tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    cfg = static_config(0, [("echo", echo.port)], paths=["/ok"]).replace(":0", ":{port}")
+    lb = start_fastlb(cfg + f'[log]\naccess = true\naccess_file = "{log}"\n')
+    assert lb.get("/ok?x=1")[0] == 200
+    assert lb.get("/missing")[0] == 400
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(log.read_text().splitlines() if log.exists() else []) < 2:
+        time.sleep(0.05)
+    first, second = log.read_text().splitlines()
+    ip, method, target, replica, status, size, ms = first.split()
+    assert (ip, method, target, replica, status) == ("127.0.0.1", "GET", "/ok?x=1", "echo", "200")
+    assert int(size) > 0 and float(ms) >= 0
+    assert second.split()[1:5] == ["GET", "/missing", "-", "400"]

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import random
 import re
+from collections.abc import Awaitable, Callable
 
 from fastlb.config import AdminConfig
 from fastlb.control.api import ControlError
@@ -22,6 +23,9 @@ from fastlb.http.messages import error_response, json_response
 from fastlb.proxy.client import LocalHandler, LocalRequest
 
 _AUTHORIZATION = re.compile(rb"\r\nauthorization:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.I)
+
+#: Makes the change a request asks for (None: a read), raising BadRequest or ControlError.
+ChangeFn = Callable[[LocalRequest], Awaitable[None]] | None
 
 ADD_TOO_MANY = "Length of hostname list is more than newly added instances"
 RM_TOO_MANY = "Length of hostname list is more than removable instances"
@@ -99,46 +103,46 @@ class ClassicAdmin:
         if not hmac.compare_digest(given, b"Bearer " + token.encode()):
             raise BadRequest(403, "a valid Authorization: Bearer <token> header is required")
 
-    async def rep(self, request: LocalRequest) -> bytes:
+    async def _respond(
+        self, request: LocalRequest, methods: tuple[bytes, ...], change: ChangeFn
+    ) -> bytes:
+        """Check the method and the caller, make the change, answer with the new listing; any
+        refusal is the spec's `<Error>` shape and leaves the replicas as they were."""
         try:
-            self._check(request, (b"GET", b"HEAD"))
+            self._check(request, methods)
+            if change is not None:
+                await change(request)
         except BadRequest as exc:
             return error_response(exc.status, exc.message)
+        except ControlError as exc:
+            return error_response(400, str(exc))
         return self._listing()
+
+    async def rep(self, request: LocalRequest) -> bytes:
+        return await self._respond(request, (b"GET", b"HEAD"), None)
 
     async def add(self, request: LocalRequest) -> bytes:
-        try:
-            self._check(request, (b"POST",))
-            n, hostnames = parse_body(request.body)
-            if len(hostnames) > n:
-                raise BadRequest(400, ADD_TOO_MANY)
-            names = hostnames + self.cluster.generated_names(n - len(hostnames), hostnames)
-            await self.cluster.add(names)
-        except BadRequest as exc:
-            return error_response(exc.status, exc.message)
-        except ControlError as exc:
-            return error_response(400, str(exc))
-        return self._listing()
+        return await self._respond(request, (b"POST",), self._add)
 
     async def rm(self, request: LocalRequest) -> bytes:
-        try:
-            self._check(request, (b"DELETE", b"POST"))
-            n, hostnames = parse_body(request.body)
-            if len(hostnames) > n:
-                raise BadRequest(400, RM_TOO_MANY)
-            current = self.cluster.names()
-            if n > len(current):
-                raise BadRequest(
-                    400, f"cannot remove {n} replicas: there are only {len(current)}"
-                )
-            for name in hostnames:
-                if name not in current:
-                    raise BadRequest(400, f"hostname {name!r} is not a replica")
-            others = [name for name in current if name not in hostnames]
-            names = hostnames + random.sample(others, n - len(hostnames))
-            await self.cluster.remove(names)
-        except BadRequest as exc:
-            return error_response(exc.status, exc.message)
-        except ControlError as exc:
-            return error_response(400, str(exc))
-        return self._listing()
+        return await self._respond(request, (b"DELETE", b"POST"), self._rm)
+
+    async def _add(self, request: LocalRequest) -> None:
+        n, hostnames = parse_body(request.body)
+        if len(hostnames) > n:
+            raise BadRequest(400, ADD_TOO_MANY)
+        names = hostnames + self.cluster.generated_names(n - len(hostnames), hostnames)
+        await self.cluster.add(names)
+
+    async def _rm(self, request: LocalRequest) -> None:
+        n, hostnames = parse_body(request.body)
+        if len(hostnames) > n:
+            raise BadRequest(400, RM_TOO_MANY)
+        current = self.cluster.names()
+        if n > len(current):
+            raise BadRequest(400, f"cannot remove {n} replicas: there are only {len(current)}")
+        for name in hostnames:
+            if name not in current:
+                raise BadRequest(400, f"hostname {name!r} is not a replica")
+        others = [name for name in current if name not in hostnames]
+        await self.cluster.remove(hostnames + random.sample(others, n - len(hostnames)))

@@ -206,7 +206,12 @@ class Cluster:
 
     def _running(self, member: Member, replica: Replica) -> None:
         member.replica = replica
-        member.upstream = self.make_upstream(replica)
+        upstream = self.make_upstream(replica)
+        if member.upstream is not None:
+            # A replacement under the same name continues its counters: a replica's totals
+            # are the name's, as Prometheus and the status page show them.
+            upstream.inherit(member.upstream)
+        member.upstream = upstream
         member.started_at = time.monotonic()
         member.health.started()
         if self.server is not None:

@@ -102,8 +102,10 @@ class ClientConnection(asyncio.Protocol):
         "resp_head",
         "resp_keep",
         "resp_left",
+        "resp_length",
         "resp_started",
         "resp_state",
+        "resp_status",
         "route",
         "seq",
         "server",
@@ -144,6 +146,8 @@ class ClientConnection(asyncio.Protocol):
         self.req_left = 0
         self.req_framer: ChunkedFramer | None = None
         self.t0 = 0.0  # when the exchange in progress was dispatched (loop time)
+        self.resp_status = 0
+        self.resp_length = 0
         self.resp_state = R_NONE
         self.resp_buf = b""
         self.resp_head: bytes | None = None
@@ -371,6 +375,7 @@ class ClientConnection(asyncio.Protocol):
         self.head = head
         self.head_started = False
         self.seq += 1
+        self.t0 = server.loop.time()
         local = server.local
         if local is not None:
             handler = local.get(head.path)
@@ -411,8 +416,7 @@ class ClientConnection(asyncio.Protocol):
         self.out_head = request_head_out(head, self.ip, server.forwarded, self.xff)
         self.resp_state = R_HEAD
         self.resp_started = False
-        self.t0 = now = server.loop.time()
-        self.deadline = now + server.backend_timeout
+        self.deadline = self.t0 + server.backend_timeout
         upstream = route.upstreams[route.table.lookup(key)]
         self.pending = None
         backend = upstream.acquire()
@@ -550,6 +554,8 @@ class ClientConnection(asyncio.Protocol):
         status = rh.status
         if status < 200:
             return True
+        self.resp_status = status
+        self.resp_length = rh.length
         codes = self.upstream.responses
         codes[status] = codes.get(status, 0) + 1
         self.resp_started = True
@@ -581,6 +587,8 @@ class ClientConnection(asyncio.Protocol):
             elapsed = self.server.loop.time() - self.t0
             upstream.duration_sum += elapsed
             upstream.duration_counts[bisect_left(upstream.duration_bounds, elapsed)] += 1
+            if self.server.access_log is not None:
+                self._log_access(upstream.name, self.resp_status, elapsed)
         if backend is not None:
             upstream = backend.upstream
             if self.resp_keep and request_done:
@@ -645,10 +653,25 @@ class ClientConnection(asyncio.Protocol):
             and not self.server.draining
         )
 
+    def _log_access(self, replica: str, status: int, elapsed: float) -> None:
+        head = self.head
+        log = self.server.access_log
+        assert head is not None and log is not None
+        size = b"%d" % self.resp_length if self.resp_length >= 0 else b"-"
+        log.add(
+            b"%s %s %s %s %d %s %.3f\n"
+            % (self.ip, head.method, head.target, replica.encode(), status, size, elapsed * 1e3)
+        )
+
     def _answer_bytes(self, response: bytes) -> None:
         """Send a response fastlb made itself (its head says whether the connection stays)."""
         if self.state == CLOSED:
             return
+        if self.server.access_log is not None and self.head is not None:
+            status = int(response[9:12])
+            body = len(response) - response.find(b"\r\n\r\n") - 4
+            self.resp_length = body
+            self._log_access("-", status, self.server.loop.time() - self.t0)
         self.transport.write(response)
         if self._can_keep():
             self._next_request(self.buf)

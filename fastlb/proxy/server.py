@@ -9,6 +9,7 @@ from typing import cast
 
 from fastlb.config import ProxyConfig
 from fastlb.http.parsers import HeadParser, make_head_parser
+from fastlb.observe.access import AccessLog
 from fastlb.proxy.client import ClientConnection, LocalHandler
 from fastlb.proxy.upstream import Upstream
 from fastlb.routing import KeyFunction, Route, make_key
@@ -40,6 +41,8 @@ class ProxyServer:
         self.listen = listen or (config.host, config.port)
         #: Set while shutting down: each connection closes after its current response.
         self.draining = False
+        #: Set when [log] access is on; the data path adds a line per request to it.
+        self.access_log: AccessLog | None = None
         #: Called with a replica's name when the data path saw it refuse or reset.
         self.on_suspect: Callable[[str], None] | None = None
         self.reconfigure(config, key_spec)

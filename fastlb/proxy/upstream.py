@@ -149,6 +149,21 @@ class Upstream:
     def __repr__(self) -> str:
         return f"<Upstream {self.name} {self.host}:{self.port} idle={len(self.idle)}>"
 
+    def inherit(self, old: Upstream) -> None:
+        """Carry the counters of the upstream this one replaces (same replica name)."""
+        self.requests += old.requests
+        for status, count in old.responses.items():
+            self.responses[status] = self.responses.get(status, 0) + count
+        self.failures += old.failures
+        self.retries += old.retries
+        self.connects += old.connects
+        self.connect_failures += old.connect_failures
+        if old.duration_bounds == self.duration_bounds:
+            self.duration_counts = [
+                a + b for a, b in zip(self.duration_counts, old.duration_counts, strict=True)
+            ]
+            self.duration_sum += old.duration_sum
+
     def acquire(self) -> BackendConnection | None:
         idle = self.idle
         while idle:

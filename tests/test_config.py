@@ -24,6 +24,8 @@ from fastlb.config import (
     Config,
     ConfigError,
     HealthConfig,
+    LogConfig,
+    MetricsConfig,
     ProxyConfig,
     ReplicasConfig,
     ReplicaSpec,
@@ -236,6 +238,13 @@ def test_every_key_is_read() -> None:
         crash_window = 0
         backoff = 0.5
         backoff_max = 8
+
+        [metrics]
+        buckets = [0.001, 0.5, 3]
+
+        [log]
+        access = true
+        access_file = "/var/log/fastlb/access.log"
         """
     )
     assert cfg == Config(
@@ -297,6 +306,8 @@ def test_every_key_is_read() -> None:
             backoff=0.5,
             backoff_max=8.0,
         ),
+        metrics=MetricsConfig(buckets=(0.001, 0.5, 3.0)),
+        log=LogConfig(access=True, access_file="/var/log/fastlb/access.log"),
     )
     defaults = default()
     for part in PARTS:
@@ -727,7 +738,7 @@ def test_composite_maglev_sizes_are_refused(size: int) -> None:
         ),
         (
             "[tls]\ncert = 1\n",
-            "lb.toml: [tls]: unknown table (tables are proxy, routing, replicas, admin, health)",
+            "lb.toml: [tls]: unknown table (tables are proxy, routing, replicas, admin, health, metrics, log)",
         ),
         (
             '[admin]\ntokn = "x"\n',
@@ -764,7 +775,7 @@ def test_composite_maglev_sizes_are_refused(size: int) -> None:
         ),
         (
             '[docker]\nimage = "x"\n',
-            "lb.toml: [docker]: unknown table (tables are proxy, routing, replicas, admin, health)",
+            "lb.toml: [docker]: unknown table (tables are proxy, routing, replicas, admin, health, metrics, log)",
         ),
         (
             'token = "x"\n',
@@ -1525,3 +1536,20 @@ def test_a_key_that_needs_another_names_the_missing_one() -> None:
     assert error("[admin]\non_data_port = false\n").startswith(
         "lb.toml: [admin] listen: missing: on_data_port = false needs "
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[metrics]\nbuckets = []\n", "lb.toml: [metrics] buckets: expected at least one bucket bound"),
+        ("[metrics]\nbuckets = [1, 0.5]\n", "lb.toml: [metrics] buckets: expected strictly increasing"),
+        ("[metrics]\nbuckets = [0.1, 0.1]\n", "lb.toml: [metrics] buckets: expected strictly increasing"),
+        ("[metrics]\nbuckets = [0, 1]\n", "lb.toml: [metrics] buckets[0]: expected a positive number"),
+        ("[log]\naccess = 1\n", "lb.toml: [log] access: expected"),
+        ("[log]\naccess_file = 3\n", "lb.toml: [log] access_file: expected a string"),
+    ],
+)
+def test_metrics_and_log_values(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    assert str(info.value).startswith(message), str(info.value)

@@ -287,3 +287,21 @@ def test_rm_under_load_drains_without_failures(lb: Fastlb) -> None:
     assert result.failures == []
     assert result.served.get("Server2", 0) > 0  # it served until it was taken out
     assert replicas(lb) == ["Server1", "Server3"]
+
+
+def test_head_rep_has_no_body_and_keeps_the_connection_usable(lb: Fastlb) -> None:
+    import socket
+
+    from tests.conftest import read_response
+
+    with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as sock:
+        sock.sendall(b"HEAD /rep HTTP/1.1\r\nHost: x\r\n\r\nGET /rep HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk
+            data += chunk
+    first, second = data.split(b"HTTP/1.1 200 OK")[1:]
+    assert first.endswith(b"\r\n\r\n")  # no body after the HEAD answer
+    assert json.loads(second.split(b"\r\n\r\n", 1)[1])["message"]["N"] == 3
+    assert read_response is not None

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Coroutine
+from time import monotonic
 from typing import TYPE_CHECKING, Any, cast
 
 from fastlb.http.errors import HttpError
@@ -145,7 +146,9 @@ class ClientConnection(asyncio.Protocol):
         self.pending_bytes = 0
         self.req_left = 0
         self.req_framer: ChunkedFramer | None = None
-        self.t0 = 0.0  # when the exchange in progress was dispatched (loop time)
+        # When the exchange in progress was dispatched. The monotonic clock, not loop.time():
+        # uvloop's loop time ticks in whole milliseconds, too coarse for a fast replica.
+        self.t0 = 0.0
         self.resp_status = 0
         self.resp_length = 0
         self.resp_state = R_NONE
@@ -375,7 +378,7 @@ class ClientConnection(asyncio.Protocol):
         self.head = head
         self.head_started = False
         self.seq += 1
-        self.t0 = server.loop.time()
+        self.t0 = monotonic()
         local = server.local
         if local is not None:
             handler = local.get(head.path)
@@ -416,7 +419,7 @@ class ClientConnection(asyncio.Protocol):
         self.out_head = request_head_out(head, self.ip, server.forwarded, self.xff)
         self.resp_state = R_HEAD
         self.resp_started = False
-        self.deadline = self.t0 + server.backend_timeout
+        self.deadline = server.loop.time() + server.backend_timeout
         upstream = route.upstreams[route.table.lookup(key)]
         self.pending = None
         backend = upstream.acquire()
@@ -584,7 +587,7 @@ class ClientConnection(asyncio.Protocol):
         upstream = self.upstream
         if upstream is not None:
             # Two adds and a C bisect: the duration histogram costs no allocation.
-            elapsed = self.server.loop.time() - self.t0
+            elapsed = monotonic() - self.t0
             upstream.duration_sum += elapsed
             upstream.duration_counts[bisect_left(upstream.duration_bounds, elapsed)] += 1
             if self.server.access_log is not None:
@@ -671,7 +674,7 @@ class ClientConnection(asyncio.Protocol):
             status = int(response[9:12])
             body = len(response) - response.find(b"\r\n\r\n") - 4
             self.resp_length = body
-            self._log_access("-", status, self.server.loop.time() - self.t0)
+            self._log_access("-", status, monotonic() - self.t0)
         self.transport.write(response)
         if self._can_keep():
             self._next_request(self.buf)
@@ -731,6 +734,10 @@ class ClientConnection(asyncio.Protocol):
             response = error_response(500, f"internal error: {exc}", close=True)
         else:
             response = task.result()
+        head = self.head
+        if head is not None and head.method == b"HEAD":
+            # The head alone, Content-Length kept: a body would be read as the next response.
+            response = response[: response.find(b"\r\n\r\n") + 4]
         self._answer_bytes(response)
 
     def _response_cut(self, why: str) -> None:

@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?=
 
-.PHONY: all setup run test lint typecheck unit bench images clean
+.PHONY: all setup run test lint typecheck unit bench report images clean
 
 all: test
 
@@ -35,6 +35,10 @@ test: lint typecheck unit
 
 bench: setup
 	$(PY) -m bench.run
+
+# The spec's analysis (A-1..A-4) against fresh balancers: report/report.md and its charts.
+report: setup
+	$(PY) -m fastlb.analyze
 
 # Needs a running Docker engine, mmdebstrap and python3-pip (see .ci/run); no registry is used.
 images:

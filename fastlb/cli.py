@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="fastlb",
         description="A consistent-hashing HTTP/1.1 load balancer that runs its replicas.",
         epilog="fastlb ctl [--socket PATH | --config FILE] CMD...: run a command on a running "
-        "fastlb (fastlb ctl --help)",
+        "fastlb (fastlb ctl --help); fastlb analyze [--out DIR]: the analysis report",
     )
     parser.add_argument("--config", metavar="FILE", help="TOML config (default: embedded)")
     parser.add_argument("--check", action="store_true", help="validate the config and exit")
@@ -39,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fastlb.ctl import main as ctl_main  # only `fastlb ctl` needs it
 
         return ctl_main(words[1:])
+    if words[:1] == ["analyze"]:
+        from fastlb.analyze import main as analyze_main  # only `fastlb analyze` needs it
+
+        return analyze_main(words[1:])
     args = _parser().parse_args(words)
     try:
         config = load(args.config) if args.config else default()

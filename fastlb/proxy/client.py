@@ -503,6 +503,13 @@ class ClientConnection(asyncio.Protocol):
         if not current:
             conn.upstream.release(conn)  # that exchange is over; the connection is still good
             return
+        if conn.closed or conn.transport is None or conn.transport.is_closing():
+            # Opened, then closed by the replica before this callback ran (it is dying):
+            # nothing was sent, so it is a failed connect.
+            assert self.upstream is not None
+            self.server.suspect(self.upstream)
+            self._next_candidate()
+            return
         conn.reused = False
         self._attach(conn)
         self._resume(P_PENDING)

@@ -168,7 +168,8 @@ class Upstream:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if not conn.closed:
+            transport = conn.transport
+            if not conn.closed and transport is not None and not transport.is_closing():
                 conn.reused = True
                 return conn
         return None

@@ -174,8 +174,11 @@ def start_backends(
     return Backends(managed=managed, ports=ports, logs=logs)
 
 
-def fastlb_toml(port: int, http_impl: str, backend_ports: dict[str, int]) -> str:
-    """fastlb's config for the bench: static replicas, route by path, forward every path."""
+def fastlb_toml(
+    port: int, http_impl: str, backend_ports: dict[str, int], access_log: Path | None = None
+) -> str:
+    """fastlb's config for the bench: static replicas, route by path, forward every path;
+    with `access_log`, the access log on (to measure what it costs)."""
     lines = [
         "[proxy]",
         f'listen = "127.0.0.1:{port}"',
@@ -190,6 +193,8 @@ def fastlb_toml(port: int, http_impl: str, backend_ports: dict[str, int]) -> str
     ]
     for name, bport in backend_ports.items():
         lines += ["", "[[replicas.static]]", f'name = "{name}"', f'address = "127.0.0.1:{bport}"']
+    if access_log is not None:
+        lines += ["", "[log]", "access = true", f'access_file = "{access_log}"']
     return "\n".join(lines) + "\n"
 
 
@@ -258,9 +263,10 @@ def _nginx(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str]
     return argv, conf, "nginx.conf"
 
 
-def _fastlb(http_impl: str, python: str) -> Builder:
+def _fastlb(http_impl: str, python: str, access_log: bool = False) -> Builder:
     def build(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str], str, str]:
-        conf = fastlb_toml(port, http_impl, backends)
+        log = prefix / "access.log" if access_log else None
+        conf = fastlb_toml(port, http_impl, backends, log)
         return [python, "-m", "fastlb", "--config", str(prefix / "lb.toml")], conf, "lb.toml"
 
     return build
@@ -313,6 +319,8 @@ def proxy_specs(python: str = sys.executable) -> dict[str, ProxySpec]:
     specs = [
         ProxySpec("fastlb-httptools", _fastlb("httptools", python)),
         ProxySpec("fastlb-h11", _fastlb("h11", python)),
+        # The same as fastlb-httptools with [log] access on: the access log's cost.
+        ProxySpec("fastlb-httptools+accesslog", _fastlb("httptools", python, access_log=True)),
         ProxySpec("haproxy", _haproxy),
         ProxySpec("nginx", _nginx),
     ]

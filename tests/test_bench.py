@@ -408,3 +408,11 @@ def test_smoke_run_haproxy(tmp_path: Path) -> None:
     # Backends counted about what wrk counted (a few may be in flight at the end).
     assert sum(run["spread"].values()) >= run["requests"]
     assert sum(run["spread"].values()) <= run["requests"] + 8
+
+
+def test_fastlb_toml_can_turn_the_access_log_on(tmp_path: Path) -> None:
+    from fastlb.config import parse
+
+    text = fastlb_toml(5000, "httptools", {"b1": 8001}, tmp_path / "access.log")
+    log = parse(text).log
+    assert log.access and log.access_file == str(tmp_path / "access.log")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fastlb.http.errors import HttpError
 from fastlb.http.head import CHUNKED, UNTIL_CLOSE
@@ -81,3 +83,49 @@ def test_garbage_is_a_502(raw: bytes) -> None:
     with pytest.raises(HttpError) as info:
         parse_response_head(raw, False, True, True)
     assert info.value.status == 502
+
+
+_FIELDS = st.sampled_from(
+    [
+        b"Server: nginx",
+        b"Date: Wed, 25 Nov 2026 16:49:50 GMT",
+        b"Content-Length: 14",
+        b"content-length:7",
+        b"Content-Length: 14, 14",
+        b"Connection: keep-alive",
+        b"Connection: close",
+        b"connection: Keep-Alive",
+        b"Connection: close, X-Hop",
+        b"X-Hop: 1",
+        b"Keep-Alive: timeout=5",
+        b"Transfer-Encoding: chunked",
+        b"Upgrade: h2c",
+        b"X-Served-By: b1",
+    ]
+)
+
+
+@given(
+    st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.0 200 OK", b"HTTP/1.1 404 Not Found", b"HTTP/1.1 204 No Content"]),
+    st.lists(_FIELDS, max_size=6),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+)
+def test_fast_path_agrees_with_the_general_parser(
+    status_line: bytes, fields: list[bytes], head_request: bool, keep: bool, http11: bool
+) -> None:
+    from fastlb.http.response import _parse_general
+
+    raw = b"\r\n".join([status_line, *fields]) + b"\r\n\r\n"
+    buf = raw + b"body"
+    try:
+        general = _parse_general(buf, len(raw), head_request, keep, http11)
+    except HttpError as exc:
+        with pytest.raises(HttpError) as info:
+            parse_in_place(buf, len(raw), head_request, keep, http11)
+        assert info.value.status == exc.status
+        return
+    fast = parse_in_place(buf, len(raw), head_request, keep, http11)
+    assert (fast.status, fast.length, fast.keep_alive) == (general.status, general.length, general.keep_alive)
+    assert (fast.out or raw) == (general.out or raw)

@@ -31,6 +31,12 @@ _HOP_LINES = re.compile(
 )
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b""})
+#: Fields that send a head down the general path: framing other than Content-Length, and the
+#: hop-by-hop fields other than Connection. Matched on the lower-cased head.
+_RARE = re.compile(
+    rb"\r\n(?:transfer-encoding|keep-alive|proxy-connection|proxy-authenticate|"
+    rb"proxy-authorization|te|trailer|upgrade)[ \t]*:"
+)
 
 
 class ResponseHead:
@@ -52,6 +58,55 @@ def _bad(why: str) -> HttpError:
 
 
 def parse_response_head(
+    buf: bytes, end: int, head_request: bool, client_keep_alive: bool, client_http11: bool
+) -> ResponseHead:
+    """Parse the head `buf[:end]` (up to and including the blank line) for the request described.
+
+    The common head (one Content-Length, maybe one Connection, no other hop-by-hop or framing
+    field) is read with a few C-level finds on a lower-cased copy; anything else takes the
+    general path, which gives the same answer (a property test holds them to that).
+    """
+    match = _HEAD.fullmatch(buf, 0, end)
+    if match is None:
+        raise _bad(_first_bad_line(buf[:end]))
+    status = int(match.group(2))
+    head = buf[:end]
+    lower = head.lower()
+    cl_at = lower.find(b"\r\ncontent-length:")
+    conn_at = lower.find(b"\r\nconnection:")
+    if (
+        status < 200
+        or status in (204, 304)
+        or head_request
+        or cl_at < 0
+        or _RARE.search(lower) is not None
+        or lower.find(b"\r\ncontent-length:", cl_at + 17) >= 0
+        or (conn_at >= 0 and lower.find(b"\r\nconnection:", conn_at + 13) >= 0)
+    ):
+        return _parse_general(buf, end, head_request, client_keep_alive, client_http11)
+    value = head[cl_at + 17 : head.index(b"\r\n", cl_at + 2)].strip(b" \t")
+    if _DIGITS.fullmatch(value) is None:
+        raise _bad(f"Content-Length {value[:30]!r}")
+    length = int(value)
+    replica_http11 = match.group(1) == b"1"
+    out: bytes | None = None
+    if conn_at >= 0:
+        line_end = head.index(b"\r\n", conn_at + 2)
+        tokens = lower[conn_at + 13 : line_end].strip(b" \t")
+        if b"," in tokens or tokens not in _PLAIN_TOKENS:
+            return _parse_general(buf, end, head_request, client_keep_alive, client_http11)
+        keep_alive = tokens != b"close" if replica_http11 else tokens == b"keep-alive"
+        out = head[:conn_at] + head[line_end:]  # the Connection line is hop-by-hop
+    else:
+        keep_alive = replica_http11
+    if client_http11 != client_keep_alive:  # an HTTP/1.1 client closing, or 1.0 keeping
+        add = b"Connection: close\r\n" if client_http11 else b"Connection: keep-alive\r\n"
+        base = head if out is None else out
+        out = base[:-2] + add + b"\r\n"
+    return ResponseHead(status, length, keep_alive, out)
+
+
+def _parse_general(
     buf: bytes, end: int, head_request: bool, client_keep_alive: bool, client_http11: bool
 ) -> ResponseHead:
     """Parse the head `buf[:end]` (up to and including the blank line) for the request described.

@@ -379,19 +379,23 @@ class ClientConnection(asyncio.Protocol):
         self.head_started = False
         self.seq += 1
         self.t0 = monotonic()
+        path = head.target
+        query = path.find(b"?")
+        if query >= 0:
+            path = path[:query]
         local = server.local
         if local is not None:
-            handler = local.get(head.path)
+            handler = local.get(path)
             if handler is not None:
                 self._local(handler, head, rest)
                 return
             if not server.forward:
-                self._answer(404, f"'{head.path.decode('latin-1')}' is not an admin route", rest)
+                self._answer(404, f"'{path.decode('latin-1')}' is not an admin route", rest)
                 return
         paths = server.paths
-        if paths is not None and head.path not in paths:
+        if paths is not None and path not in paths:
             server.rejected += 1
-            self._answer(400, unknown_path_message(head.path), rest)
+            self._answer(400, unknown_path_message(path), rest)
             return
         length = head.length
         if length == 0:
@@ -424,7 +428,12 @@ class ClientConnection(asyncio.Protocol):
         self.pending = None
         backend = upstream.acquire()
         if backend is not None:
-            self._use(upstream)
+            # _use(upstream), inlined: this is the path of nearly every request.
+            if self.upstream is not None:
+                self.upstream.active -= 1
+            self.upstream = upstream
+            upstream.active += 1
+            upstream.requests += 1
             self._attach(backend)
         else:
             self._connect(upstream)

@@ -8,7 +8,7 @@ another (Pingora's model: discovery -> backends -> a selection table rebuilt on 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -95,6 +95,3 @@ class Route(Generic[U]):
     @classmethod
     def build(cls, table: Table, by_name: dict[str, U]) -> Route[U]:
         return cls(table, tuple(by_name[name] for name in table.names))
-
-    def names(self) -> Sequence[str]:
-        return self.table.names

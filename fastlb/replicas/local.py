@@ -137,10 +137,6 @@ class LocalProvider:
             await asyncio.sleep(0.02)
         return False
 
-    def pid(self, name: str) -> int | None:
-        proc = self._procs.get(name)
-        return proc.pid if proc is not None else None
-
     def address(self, name: str) -> tuple[str, int]:
         replica = self._replicas[name]
         return replica.host, replica.port
@@ -168,14 +164,3 @@ class LocalProvider:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(name) for name in list(self._procs)))
-
-    def close_now(self) -> None:
-        """Last resort when no event loop is left to run `close()`: kill and reap."""
-        for fd in self._watched.values():
-            os.close(fd)
-        self._watched.clear()
-        for proc in self._procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        self._procs.clear()

@@ -10,6 +10,8 @@ is not `chunked` are refused rather than guessed at.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from fastlb.http.errors import HttpError
 
 #: Body framing: a length >= 0 counts bytes; CHUNKED scans chunks; UNTIL_CLOSE (responses only)
@@ -110,9 +112,14 @@ def body_length(content_length: list[bytes], transfer_encoding: list[bytes], htt
     return 0
 
 
+def comma_tokens(values: Iterable[bytes]) -> set[bytes]:
+    """The lower-cased members of comma-separated header values (Connection's, say)."""
+    return {t for value in values for t in (p.strip().lower() for p in value.split(b",")) if t}
+
+
 def wants_keep_alive(connection: list[bytes], http11: bool) -> bool:
     """HTTP/1.1 stays open unless told `close`; HTTP/1.0 closes unless told `keep-alive`."""
-    tokens = {t.strip().lower() for value in connection for t in value.split(b",")}
+    tokens = comma_tokens(connection)
     if http11:
         return b"close" not in tokens
     return b"keep-alive" in tokens and b"close" not in tokens

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from fastlb.http.errors import HttpError
-from fastlb.http.head import CHUNKED, HOP_BY_HOP, UNTIL_CLOSE
+from fastlb.http.head import CHUNKED, HOP_BY_HOP, UNTIL_CLOSE, comma_tokens
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 #: A whole head: status line (reason optional), field lines, blank line. RFC 9112 sections 4, 5.
@@ -83,7 +83,7 @@ def parse_response_head(
         or lower.find(b"\r\ncontent-length:", cl_at + 17) >= 0
         or (conn_at >= 0 and lower.find(b"\r\nconnection:", conn_at + 13) >= 0)
     ):
-        return _parse_general(buf, end, head_request, client_keep_alive, client_http11)
+        return _parse_general(buf, end, match, head_request, client_keep_alive, client_http11)
     value = head[cl_at + 17 : head.index(b"\r\n", cl_at + 2)].strip(b" \t")
     if _DIGITS.fullmatch(value) is None:
         raise _bad(f"Content-Length {value[:30]!r}")
@@ -94,7 +94,7 @@ def parse_response_head(
         line_end = head.index(b"\r\n", conn_at + 2)
         tokens = lower[conn_at + 13 : line_end].strip(b" \t")
         if b"," in tokens or tokens not in _PLAIN_TOKENS:
-            return _parse_general(buf, end, head_request, client_keep_alive, client_http11)
+            return _parse_general(buf, end, match, head_request, client_keep_alive, client_http11)
         keep_alive = tokens != b"close" if replica_http11 else tokens == b"keep-alive"
         out = head[:conn_at] + head[line_end:]  # the Connection line is hop-by-hop
     else:
@@ -107,7 +107,12 @@ def parse_response_head(
 
 
 def _parse_general(
-    buf: bytes, end: int, head_request: bool, client_keep_alive: bool, client_http11: bool
+    buf: bytes,
+    end: int,
+    match: re.Match[bytes],
+    head_request: bool,
+    client_keep_alive: bool,
+    client_http11: bool,
 ) -> ResponseHead:
     """Parse the head `buf[:end]` (up to and including the blank line) for the request described.
 
@@ -116,10 +121,9 @@ def _parse_general(
     `client_keep_alive` is what the client asked for; the client connection stays open only if
     it asked and the response is self-delimiting. The head sent on drops hop-by-hop fields and
     says `Connection: close` (or `keep-alive` to an HTTP/1.0 client) when that is the outcome.
+
+    `match` is `_HEAD`'s match of the head, already made by the caller.
     """
-    match = _HEAD.fullmatch(buf, 0, end)
-    if match is None:
-        raise _bad(_first_bad_line(buf[:end]))
     status = int(match.group(2))
     if status < 100:
         raise _bad(f"status {status}")
@@ -127,7 +131,7 @@ def _parse_general(
 
     content_length: bytes | None = None
     chunked = has_te = hop = False
-    connection: tuple[bytes, ...] = ()
+    connection_values: list[bytes] = []
     for name, value in _NOTABLE.findall(buf, 0, end):
         name = name.lower()
         if name == b"content-length":
@@ -142,10 +146,8 @@ def _parse_general(
         else:
             hop = True
             if name == b"connection":
-                value = value.lower()
-                # One token is the common case; a list is split only when there is one.
-                tokens = (value,) if b"," not in value else _tokens(value)
-                connection += tokens
+                connection_values.append(value)
+    connection = comma_tokens(connection_values)
 
     if head_request or status < 200 or status in (204, 304):
         length = 0
@@ -182,10 +184,6 @@ def _parse_general(
     if add:
         out = out[:-2] + add + b"\r\n"
     return ResponseHead(status, length, keep_alive, out)
-
-
-def _tokens(value: bytes) -> tuple[bytes, ...]:
-    return tuple(t.strip() for t in value.split(b",") if t.strip())
 
 
 def _first_bad_line(raw: bytes) -> str:

@@ -9,7 +9,7 @@ X-Forwarded-Proto.
 
 from __future__ import annotations
 
-from fastlb.http.head import HOP_BY_HOP, RequestHead
+from fastlb.http.head import HOP_BY_HOP, RequestHead, comma_tokens
 
 
 def forwarded_lines(client_ip: str, proto: str = "http") -> bytes:
@@ -26,12 +26,12 @@ def request_head_out(head: RequestHead, client_ip: bytes, forwarded: bool, xff: 
 
 
 def _connection_tokens(lines: list[bytes]) -> set[bytes]:
-    tokens: set[bytes] = set()
+    values = []
     for line in lines:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    return tokens
+            values.append(value)
+    return comma_tokens(values)
 
 
 def rewrite_head(raw: bytes, forwarded: bool, client_ip: bytes, xff: bytes) -> bytes:

@@ -200,13 +200,8 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = CLOSED
         self.server.clients.discard(self)
-        self._use(None)
-        backend = self.backend
-        if backend is not None:
-            # The response was not read to its end: that connection is out of step.
-            self.backend = None
-            backend.client = None
-            backend.close()
+        # A response not read to its end leaves that replica connection out of step.
+        self._abandon_exchange()
 
     def pause_writing(self) -> None:
         # The client reads slower than the replica writes: stop reading the replica.
@@ -640,8 +635,7 @@ class ClientConnection(asyncio.Protocol):
     def _refuse(self, status: int, message: str) -> None:
         """The client sent something fastlb will not forward: answer, close, forward nothing."""
         self.server.refused += 1
-        self._drop_backend()
-        self._use(None)
+        self._abandon_exchange()
         if self.state != CLOSED:
             self.transport.write(error_response(status, message, close=True))
             self._close()
@@ -656,8 +650,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             codes = self.server.own_responses
             codes[status] = codes.get(status, 0) + 1
-        self._drop_backend()
-        self._use(None)
+        self._abandon_exchange()
         self.resp_state = R_NONE
         self._answer_bytes(error_response(status, message, close=not self._can_keep()))
 
@@ -760,8 +753,7 @@ class ClientConnection(asyncio.Protocol):
         """A response broke after its head went out: the client can only see a cut."""
         if self.upstream is not None:
             self.upstream.failures += 1
-        self._drop_backend()
-        self._use(None)
+        self._abandon_exchange()
         self._close()
 
     def on_deadline(self) -> None:
@@ -780,12 +772,15 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._response_cut("response stalled")
 
-    def _drop_backend(self) -> None:
+    def _abandon_exchange(self) -> None:
+        """End the exchange without a clean response: its replica connection cannot be reused
+        (part of a request or response is still in it), and it leaves the in-flight count."""
         backend = self.backend
         if backend is not None:
             self.backend = None
             backend.client = None
             backend.close()
+        self._use(None)
 
     def _close(self) -> None:
         if self.state != CLOSED:

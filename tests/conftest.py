@@ -21,6 +21,16 @@ PY = sys.executable
 BACKENDS = str(ROOT / "tests" / "backends.py")
 
 
+def output_under_hash_seed(script: str, seed: str) -> str:
+    """What `python -c script` prints in a fresh process with PYTHONHASHSEED=seed: tables must
+    not depend on the process's string-hash randomisation."""
+    env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [PY, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

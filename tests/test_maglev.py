@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import random
-import subprocess
-import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -20,6 +17,7 @@ from fastlb import maglev
 from fastlb.errors import TableError
 from fastlb.hashing import xxh64
 from fastlb.maglev import MaglevTable, build_maglev_entries, check_size, is_prime
+from tests.conftest import output_under_hash_seed
 
 DETERMINISTIC = settings(derandomize=True, deadline=None, max_examples=60)
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,16 +236,7 @@ def test_same_table_in_other_processes_and_hash_seeds() -> None:
     members = [(f"Server{i}", 1 + i % 2) for i in range(1, 11)]
     here = hashlib.sha256(bytes(MaglevTable(members).entries)).hexdigest()
     for seed in ("0", "12345"):
-        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
-        out = subprocess.run(
-            [sys.executable, "-c", _DIGEST_SCRIPT],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        assert out.stdout.strip() == here
+        assert output_under_hash_seed(_DIGEST_SCRIPT, seed) == here
 
 
 # --- candidates --------------------------------------------------------------------------------

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +14,7 @@ from hypothesis import strategies as st
 from fastlb.errors import TableError
 from fastlb.hashing import xxh64
 from fastlb.ring import ClassicRing, _probe, replica_id
+from tests.conftest import output_under_hash_seed
 
 DETERMINISTIC = settings(derandomize=True, deadline=None, max_examples=100)
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,16 +209,7 @@ def test_same_ring_in_other_processes_and_hash_seeds() -> None:
     ]
     here = hashlib.sha256(repr([r.positions for r in rings]).encode()).hexdigest()
     for seed in ("0", "4242"):
-        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
-        out = subprocess.run(
-            [sys.executable, "-c", _DIGEST_SCRIPT],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        assert out.stdout.strip() == here
+        assert output_under_hash_seed(_DIGEST_SCRIPT, seed) == here
 
 
 # --- candidates -------------------------------------------------------------------------------

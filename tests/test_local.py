@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import socket
@@ -14,7 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PY, Fastlb, Processes, free_port, http_get, replica_children, wait_gone
+from tests.conftest import (
+    PY,
+    Fastlb,
+    Processes,
+    children_of,
+    free_port,
+    http_get,
+    replica_children,
+    wait_gone,
+)
 
 StartFastlb = Callable[[str], Fastlb]
 
@@ -69,12 +79,22 @@ def test_no_orphans_whatever_signal_ends_fastlb(
 ) -> None:
     tag = f"orphan{uuid.uuid4().hex[:8]}"
     lb = start_fastlb(local_config(tag))
+    # A replica added while serving: its table is built by the worker process, which (and
+    # the multiprocessing helper beside it) must not outlive fastlb either.
+    conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=30)
+    conn.request("POST", "/add", body=json.dumps({"n": 1, "hostnames": [f"{tag}-4"]}))
+    assert conn.getresponse().status == 200
+    conn.close()
     pids = replica_pids(tag)
-    assert len(pids) == 3
+    assert len(pids) == 4
+    children = children_of(lb.proc.pid)
+    helpers = [p for p in children if p not in pids]
+    assert helpers, "no table worker was started"
     lb.proc.send_signal(sig)
     code = lb.proc.wait(timeout=10)
     assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0)
     assert wait_gone(pids) == [], f"replicas outlived fastlb after {sig.name}"
+    assert wait_gone(helpers) == [], f"the table worker outlived fastlb after {sig.name}"
 
 
 def test_no_orphans_when_startup_fails(procs: Processes, tmp_path: Path) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import multiprocessing
+import os
 from collections.abc import Sequence
 
 from fastlb.config import RoutingConfig
+from fastlb.lifetime import die_with_parent
 from fastlb.table import Table, build_table
 
 
@@ -16,8 +18,10 @@ class TableBuilder:
 
     A Maglev table of 65537 entries takes tens of milliseconds of pure Python, and a thread
     would hold the GIL for up to the 5 ms switch interval at a time, so a rebuild while
-    serving runs in a worker process (forkserver: forking a process that runs an event loop
-    is unsafe) and comes back pickled. Building before the listener opens stays inline.
+    serving runs in a worker process and comes back pickled. Building before the listener
+    opens stays inline. The worker is spawned (forking a process that runs an event loop is
+    unsafe), a child of fastlb itself that dies with it (fastlb.lifetime): a forkserver would
+    sit between them and outlive a SIGKILLed fastlb, worker and all.
     """
 
     def __init__(self, routing: RoutingConfig) -> None:
@@ -30,8 +34,12 @@ class TableBuilder:
 
     async def build(self, members: Sequence[tuple[str, int]]) -> Table:
         if self._pool is None:
-            context = multiprocessing.get_context("forkserver")
-            self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=context)
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=die_with_parent,
+                initargs=(os.getpid(),),
+            )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, build_table, self.routing, list(members))
 

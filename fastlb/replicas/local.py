@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import logging
 import os
@@ -23,21 +22,13 @@ import sys
 
 from fastlb.config import ReplicasConfig
 from fastlb.errors import ReplicaError
+from fastlb.lifetime import die_with_parent
 from fastlb.replicas.base import ExitCallback, Replica, heartbeat
 
 log = logging.getLogger("fastlb.replicas")
 
-_PR_SET_PDEATHSIG = 1
 _START_ATTEMPTS = 3  # a port taken between our probe and the child's bind costs a retry
 _STOP_GRACE = 2.0
-
-
-def _die_with_parent(parent: int) -> None:
-    """Runs in the child between fork and exec."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -110,7 +101,7 @@ class LocalProvider:
             proc = subprocess.Popen(
                 self.command(name, port),
                 stdin=subprocess.DEVNULL,
-                preexec_fn=functools.partial(_die_with_parent, parent),
+                preexec_fn=functools.partial(die_with_parent, parent),
             )
             self._procs[name] = proc
             if await self._wait_ready(proc, port):

@@ -23,12 +23,13 @@ KeyFunction = Callable[[RequestHead, bytes], bytes]
 
 U = TypeVar("U")
 
-_randrange = random.randrange
+_random = random.random
 
 
 def _random_id() -> bytes:
     # The spec's request id: a random 6-digit number, so identical requests still spread.
-    return b"%d" % _randrange(100000, 1000000)
+    # random() and a multiply: randrange is a Python function, several times slower.
+    return b"%d" % (100000 + int(900000 * _random()))
 
 
 def _by_request_id(head: RequestHead, client_ip: bytes) -> bytes:

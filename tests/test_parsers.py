@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from fastlb.http.errors import HttpError
 from fastlb.http.head import CHUNKED, body_length, wants_keep_alive
-from fastlb.http.parsers import HeadParser, make_head_parser
+from fastlb.http.parsers import H11HeadParser, HeadParser, make_head_parser
 
 PARSERS = ["httptools", "h11"]
 
@@ -105,3 +107,60 @@ def test_keep_alive_rules() -> None:
     assert not wants_keep_alive([b"Close"], True)
     assert not wants_keep_alive([], False)
     assert wants_keep_alive([b"Keep-Alive"], False)
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",  # llhttp now awaits a body
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",  # not kept alive: llhttp would refuse more data
+        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
+        b"GET /\x7f HTTP/1.1\r\n\r\n",  # an error leaves llhttp in its error state
+        b"GET / HTTP/2.0\r\n\r\n",
+    ],
+)
+def test_no_state_reaches_the_next_request(parser: HeadParser, first: bytes) -> None:
+    # The httptools parser keeps one llhttp parser for the heads of every connection.
+    with contextlib.suppress(HttpError):  # some of them are refused: that is the point
+        parser.parse(first)
+    for i in range(3):
+        head = parser.parse(b"GET /next/%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+        assert (head.method, head.target, head.length) == (b"GET", b"/next/%d" % i, 0)
+
+
+def test_request_line_with_extra_spaces(parser: HeadParser) -> None:
+    if isinstance(parser, H11HeadParser):
+        with pytest.raises(HttpError):  # h11 takes exactly one space
+            parser.parse(b"GET  /a  HTTP/1.1\r\nHost: a\r\n\r\n")
+        return
+    head = parser.parse(b"GET  /a  HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (head.target, head.http11) == (b"/a", True)
+
+
+@pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/0.9", b"HTTP/1.2"])
+def test_only_http_1_0_and_1_1(parser: HeadParser, version: bytes) -> None:
+    with pytest.raises(HttpError) as info:
+        parser.parse(b"GET / " + version + b"\r\nHost: a\r\n\r\n")
+    assert info.value.status == 400
+
+
+def test_folded_field_is_refused(parser: HeadParser) -> None:
+    with pytest.raises(HttpError) as info:
+        parser.parse(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n")
+    assert info.value.status == 400
+
+
+def test_fields_are_read_in_any_case(parser: HeadParser) -> None:
+    head = parser.parse(
+        b"POST / HTTP/1.1\r\nhost: a\r\nCONTENT-LENGTH: 7\r\nx-REQUEST-id:  abc \r\n\r\n"
+    )
+    assert (head.length, head.key_value, head.rewrite) == (7, b"abc", False)
+    head = parser.parse(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n")
+    assert head.rewrite  # extended, not trusted
+
+
+def test_a_field_value_naming_a_field_is_not_that_field(parser: HeadParser) -> None:
+    head = parser.parse(b"GET / HTTP/1.1\r\nHost: a\r\nX-Note: Content-Length: 5\r\n\r\n")
+    assert (head.length, head.rewrite) == (0, False)

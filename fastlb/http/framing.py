@@ -10,23 +10,25 @@ client's request, and the caller maps it to 502 for a replica's response.
 
 from __future__ import annotations
 
+from typing import Final
+
 from fastlb.http.errors import HttpError
 
 #: A chunk-size line (size, extensions, CRLF) longer than this is refused, like a header line.
-MAX_CHUNK_LINE = 4096
+MAX_CHUNK_LINE: Final = 4096
 #: Total trailer bytes accepted after the last chunk.
-MAX_TRAILERS = 16384
+MAX_TRAILERS: Final = 16384
 #: 16 hex digits already mean 16 EiB; more is an overflow attempt.
-MAX_SIZE_DIGITS = 16
+MAX_SIZE_DIGITS: Final = 16
 
-_HEX = frozenset(b"0123456789abcdefABCDEF")
+_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
 
 # Chunked scanner states.
-_SIZE = 0  # reading a chunk-size line
-_DATA = 1  # skipping `remaining` data bytes
-_DATA_CRLF = 2  # expecting the CRLF after the data
-_TRAILER = 3  # reading trailer lines until an empty one
-_DONE = 4
+_SIZE: Final = 0  # reading a chunk-size line
+_DATA: Final = 1  # skipping `remaining` data bytes
+_DATA_CRLF: Final = 2  # expecting the CRLF after the data
+_TRAILER: Final = 3  # reading trailer lines until an empty one
+_DONE: Final = 4
 
 
 class ChunkedFramer:

@@ -1,56 +1,73 @@
 """The replica's response head: its status, where its body ends, and what the client gets.
 
-Read on every request, so it is shaped for speed: one compiled pattern validates the whole
-head in C (status line, then `token: value` lines), a second finds the few fields that matter
-(framing, Connection and the other hop-by-hop ones), and the common head passes on as the bytes
-received. It is strict all the same: a replica that answers garbage gets the client a 502, not
-a guess.
+Read on every request, so the work is split by cost:
+- llhttp (through httptools, in C) validates the whole head: the status line, every field's
+  syntax, Content-Length's digits, a duplicate Content-Length, Content-Length together with
+  Transfer-Encoding. A replica that answers garbage gets the client a 502, not a guess. It is
+  given no callbacks: a Python call per field would cost more than the whole fast path.
+- What fastlb itself needs (the body framing, whether the replica keeps the connection, the
+  hop-by-hop fields to drop) is then read with a few C-level finds on a lower-cased copy.
+  The common head (one Content-Length, at most one plain Connection field, nothing rarer)
+  stops there; anything else takes `_parse_general`, which gives the same answer for the
+  common head (a property test holds them to that).
+
+The result is a plain tuple `(status, length, keep_alive, out)`, not an object: it is made
+once per response and unpacked at once.
+- status: the status code.
+- length: the body framing for the relay, >= 0 bytes, CHUNKED or UNTIL_CLOSE.
+- keep_alive: whether the replica lets fastlb reuse its connection after this response.
+- out: the head to send to the client, or None when it is the head as received, which the
+  caller then relays without copying it.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Final
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from fastlb.http.errors import HttpError
 from fastlb.http.head import CHUNKED, HOP_BY_HOP, UNTIL_CLOSE, comma_tokens
 
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-#: A whole head: status line (reason optional), field lines, blank line. RFC 9112 sections 4, 5.
-_HEAD = re.compile(
-    rb"HTTP/1\.([01]) ([0-9]{3})(?: [^\r\n]*)?\r\n(?:" + _TOKEN + rb":[^\r\n]*\r\n)*\r\n"
-)
-_NOTABLE_NAMES = b"|".join(
+#: (status, length, keep_alive, out): see the module docstring.
+ResponseHead = tuple[int, int, bool, bytes | None]
+
+_NOTABLE_NAMES: Final = b"|".join(
     re.escape(n) for n in sorted(HOP_BY_HOP | {b"content-length", b"transfer-encoding"})
 )
 #: The fields fastlb reads or removes, with their values (optional whitespace trimmed).
-_NOTABLE = re.compile(rb"\r\n(" + _NOTABLE_NAMES + rb"):[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)", re.I)
+_NOTABLE: Final = re.compile(
+    rb"\r\n(" + _NOTABLE_NAMES + rb"):[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)", re.I
+)
 #: Hop-by-hop field lines, removed in one substitution.
-_HOP_LINES = re.compile(
+_HOP_LINES: Final = re.compile(
     rb"\r\n(?:" + b"|".join(re.escape(n) for n in sorted(HOP_BY_HOP)) + rb"):[^\r\n]*(?=\r\n)",
     re.I,
 )
-_DIGITS = re.compile(rb"[0-9]{1,18}")
-_PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b""})
-#: Fields that send a head down the general path: framing other than Content-Length, and the
-#: hop-by-hop fields other than Connection. Matched on the lower-cased head.
-_RARE = re.compile(
-    rb"\r\n(?:transfer-encoding|keep-alive|proxy-connection|proxy-authenticate|"
-    rb"proxy-authorization|te|trailer|upgrade)[ \t]*:"
+_PLAIN_TOKENS: Final = frozenset({b"close", b"keep-alive", b""})
+#: On the lower-cased head: a field that keeps a head off the fast path. Framing other than
+#: Content-Length, a hop-by-hop field, or a Connection field other than a plain `keep-alive`
+#: (which, when fastlb keeps the client connection open too, stands as fastlb's own option:
+#: RFC 9110 section 7.6.1 lets an intermediary replace Connection with its own options).
+_NOT_PLAIN: Final = re.compile(
+    rb"\r\n(?:t(?:ransfer-encoding|e:|railer)|keep-alive|proxy-|upgrade"
+    rb"|connection:(?![ \t]*keep-alive[ \t]*\r\n))"
 )
+_CR: Final = b"\r"
+#: The first digit of a final status, and the statuses whose responses carry no body: the
+#: reader's fast path takes neither interim nor bodiless responses.
+_FINAL: Final = (b"2", b"3", b"4", b"5")
+_NO_BODY: Final = (b"204", b"304")
 
 
-class ResponseHead:
-    __slots__ = ("keep_alive", "length", "out", "status")
+class _Validate:
+    """llhttp's callback object with no callbacks: it only validates."""
 
-    def __init__(self, status: int, length: int, keep_alive: bool, out: bytes | None) -> None:
-        self.status = status
-        #: Body framing for the relay: >= 0 bytes, CHUNKED, or UNTIL_CLOSE.
-        self.length = length
-        #: Whether the replica lets fastlb reuse its connection after this response.
-        self.keep_alive = keep_alive
-        #: The head to send to the client; None when it is the head as received, which the
-        #: caller then relays without copying it.
-        self.out = out
+    __slots__ = ()
+
+
+_VALIDATE: Final = _Validate()
 
 
 def _bad(why: str) -> HttpError:
@@ -58,95 +75,138 @@ def _bad(why: str) -> HttpError:
 
 
 def parse_response_head(
-    buf: bytes, end: int, head_request: bool, client_keep_alive: bool, client_http11: bool
+    head: bytes, head_request: bool, client_keep_alive: bool, client_http11: bool
 ) -> ResponseHead:
-    """Parse the head `buf[:end]` (up to and including the blank line) for the request described.
+    """Read the head `head` (through its blank line) of the response to the request described.
 
-    The common head (one Content-Length, maybe one Connection, no other hop-by-hop or framing
-    field) is read with a few C-level finds on a lower-cased copy; anything else takes the
-    general path, which gives the same answer (a property test holds them to that).
+    `client_keep_alive` is what the client asked for (and fastlb allows); the client
+    connection stays open only if it asked and the response is self-delimiting. The head sent
+    on drops hop-by-hop fields and says `Connection: close` (or `keep-alive` to an HTTP/1.0
+    client) when that is the outcome.
     """
-    match = _HEAD.fullmatch(buf, 0, end)
-    if match is None:
-        raise _bad(_first_bad_line(buf[:end]))
-    status = int(match.group(2))
-    head = buf[:end]
-    lower = head.lower()
-    cl_at = lower.find(b"\r\ncontent-length:")
-    conn_at = lower.find(b"\r\nconnection:")
+    parser = HttpResponseParser(_VALIDATE)
+    try:
+        parser.feed_data(head)
+    except HttpParserUpgrade:
+        raise _bad("a protocol switch fastlb did not ask for") from None
+    except HttpParserError as exc:
+        raise _bad(str(exc)) from None
+    status = parser.get_status_code()
+    if status < 100 or not head.startswith(b"HTTP/1."):  # llhttp also speaks RTSP and ICE
+        raise _bad(f"status line {head[: head.find(_CR)][:60]!r}")
     if (
-        status < 200
-        or status in (204, 304)
-        or head_request
-        or cl_at < 0
-        or _RARE.search(lower) is not None
-        or lower.find(b"\r\ncontent-length:", cl_at + 17) >= 0
-        or (conn_at >= 0 and lower.find(b"\r\nconnection:", conn_at + 13) >= 0)
+        client_keep_alive
+        and client_http11
+        and status >= 200
+        and status != 204
+        and status != 304
+        and not head_request
     ):
-        return _parse_general(buf, end, match, head_request, client_keep_alive, client_http11)
-    value = head[cl_at + 17 : head.index(b"\r\n", cl_at + 2)].strip(b" \t")
-    if _DIGITS.fullmatch(value) is None:
-        raise _bad(f"Content-Length {value[:30]!r}")
-    length = int(value)
-    replica_http11 = match.group(1) == b"1"
-    out: bytes | None = None
-    if conn_at >= 0:
-        line_end = head.index(b"\r\n", conn_at + 2)
-        tokens = lower[conn_at + 13 : line_end].strip(b" \t")
-        if b"," in tokens or tokens not in _PLAIN_TOKENS:
-            return _parse_general(buf, end, match, head_request, client_keep_alive, client_http11)
-        keep_alive = tokens != b"close" if replica_http11 else tokens == b"keep-alive"
-        out = head[:conn_at] + head[line_end:]  # the Connection line is hop-by-hop
-    else:
-        keep_alive = replica_http11
-    if client_http11 != client_keep_alive:  # an HTTP/1.1 client closing, or 1.0 keeping
-        add = b"Connection: close\r\n" if client_http11 else b"Connection: keep-alive\r\n"
-        base = head if out is None else out
-        out = base[:-2] + add + b"\r\n"
-    return ResponseHead(status, length, keep_alive, out)
+        lower = head.lower()
+        length = _plain_length(lower)
+        if length >= 0:
+            return status, length, _plain_keep_alive(lower), None
+    return _parse_general(head, status, head_request, client_keep_alive, client_http11)
+
+
+def _plain_length(lower: bytes) -> int:
+    """The Content-Length of a plain head (see `_NOT_PLAIN`; `lower` is the lower-cased head),
+    or -1 if it is not plain or has none.
+
+    The common response: framed by one Content-Length, relayed as received. Finds rather than
+    a pattern with a group: on a head this size each C call costs about as much as its work.
+    llhttp checks the value's digits (and that there is one field) before the result is used.
+    """
+    if _NOT_PLAIN.search(lower) is not None:
+        return -1
+    at = lower.find(b"\r\ncontent-length:")
+    if at < 0:
+        return -1
+    try:
+        return int(lower[at + 17 : lower.find(b"\r\n", at + 17)])
+    except ValueError:
+        return -1
+
+
+def _plain_keep_alive(lower: bytes) -> bool:
+    """Whether the replica keeps the connection after a plain response (lower-cased head).
+
+    Its Connection field, if any, says `keep-alive`: an HTTP/1.1 replica keeps the connection
+    unless told otherwise, an HTTP/1.0 one only when it says so. (llhttp's own answer is gone
+    once it completes a message: it resets its flags for the next one.)
+    """
+    return lower[7] == 49 or b"\r\nconnection:" in lower  # 49: b"1", HTTP/1.1
+
+
+class ResponseReader:
+    """Reads the response heads of one replica connection.
+
+    Nearly every response arrives whole in one read and is framed by Content-Length. Those go
+    to one llhttp parser kept for the connection: it is given exactly one whole response, so
+    it ends each in its initial state, ready for the next (creating a parser costs about as
+    much as parsing a head with it). Every other response is read by `parse_response_head`
+    with a parser of its own, and the kept one, not given a byte of it, stays clean.
+    """
+
+    __slots__ = ("_llhttp",)
+
+    def __init__(self) -> None:
+        self._llhttp = HttpResponseParser(_VALIDATE)
+
+    def read(
+        self,
+        data: bytes,
+        end: int,
+        head_request: bool,
+        client_keep_alive: bool,
+        client_http11: bool,
+    ) -> ResponseHead:
+        """Read the head `data[:end]`; `parse_response_head` says what the arguments are."""
+        head = data[:end] if end < len(data) else data
+        if (
+            client_keep_alive
+            and client_http11
+            and not head_request
+            and data.startswith(b"HTTP/1.")
+            and data[9:10] in _FINAL
+            and data[9:12] not in _NO_BODY
+        ):
+            lower = head.lower()
+            length = _plain_length(lower)
+            if length >= 0 and end + length == len(data):
+                llhttp = self._llhttp
+                try:
+                    llhttp.feed_data(data)
+                except (HttpParserError, HttpParserUpgrade) as exc:
+                    self._llhttp = HttpResponseParser(_VALIDATE)
+                    raise _bad(str(exc)) from None
+                return llhttp.get_status_code(), length, _plain_keep_alive(lower), None
+        return parse_response_head(head, head_request, client_keep_alive, client_http11)
 
 
 def _parse_general(
-    buf: bytes,
-    end: int,
-    match: re.Match[bytes],
+    head: bytes,
+    status: int,
     head_request: bool,
     client_keep_alive: bool,
     client_http11: bool,
 ) -> ResponseHead:
-    """Parse the head `buf[:end]` (up to and including the blank line) for the request described.
-
-    The head is read in place: the body bytes that arrived with it are not copied.
-
-    `client_keep_alive` is what the client asked for; the client connection stays open only if
-    it asked and the response is self-delimiting. The head sent on drops hop-by-hop fields and
-    says `Connection: close` (or `keep-alive` to an HTTP/1.0 client) when that is the outcome.
-
-    `match` is `_HEAD`'s match of the head, already made by the caller.
-    """
-    status = int(match.group(2))
-    if status < 100:
-        raise _bad(f"status {status}")
-    replica_http11 = match.group(1) == b"1"
-
+    """Every response head llhttp accepted, field by field (see `parse_response_head`)."""
+    replica_http11 = head[7] == 49  # b"1"
     content_length: bytes | None = None
     chunked = has_te = hop = False
     connection_values: list[bytes] = []
-    for name, value in _NOTABLE.findall(buf, 0, end):
+    for name, value in _NOTABLE.findall(head):
         name = name.lower()
         if name == b"content-length":
-            if _DIGITS.fullmatch(value) is None:
-                raise _bad(f"Content-Length {value[:30]!r}")
-            if content_length is not None and content_length != value:
-                raise _bad("conflicting Content-Length values")
-            content_length = value
+            content_length = value  # llhttp refused a second one and a malformed one
         elif name == b"transfer-encoding":
             has_te = True
             chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+        elif name == b"connection":
+            connection_values.append(value)
         else:
             hop = True
-            if name == b"connection":
-                connection_values.append(value)
     connection = comma_tokens(connection_values)
 
     if head_request or status < 200 or status in (204, 304):
@@ -159,39 +219,37 @@ def _parse_general(
         length = UNTIL_CLOSE
 
     keep_alive = b"close" not in connection if replica_http11 else b"keep-alive" in connection
-    # Both framings at once is a smuggling vector: honour chunked (RFC 9112 6.3) but never
-    # reuse the connection, whose next bytes can no longer be trusted.
-    keep_alive = keep_alive and length != UNTIL_CLOSE and not (has_te and content_length)
+    keep_alive = keep_alive and length != UNTIL_CLOSE
     if status < 200:
         # An interim response (100 Continue): relayed as is, the real one follows.
-        return ResponseHead(status, 0, keep_alive, None)
+        return status, 0, keep_alive, None
 
     client_open = client_keep_alive and length != UNTIL_CLOSE
-    add = b""
+    # fastlb's own Connection option for the client: `close` to an HTTP/1.1 client it will
+    # close, `keep-alive` to an HTTP/1.0 client it keeps; none otherwise.
+    own = b""
     if client_http11 and not client_open:
-        add = b"Connection: close\r\n"
+        own = b"close"
     elif not client_http11 and client_open:
-        add = b"Connection: keep-alive\r\n"
-    if not hop and not add:
-        return ResponseHead(status, length, keep_alive, None)
-    raw = buf[:end]
-    out = _HOP_LINES.sub(b"", raw) if hop else raw
+        own = b"keep-alive"
+    plain_keep_alive = bool(connection_values) and all(
+        value.lower() == b"keep-alive" for value in connection_values
+    )
+    if not hop and (
+        not connection_values
+        # A plain `Connection: keep-alive` stands as fastlb's own option when it keeps the
+        # client connection open (and is the very option an HTTP/1.0 client needs).
+        or (plain_keep_alive and client_open)
+    ):
+        if not own or (plain_keep_alive and own == b"keep-alive"):
+            return status, length, keep_alive, None
+        return status, length, keep_alive, head[:-2] + b"Connection: " + own + b"\r\n\r\n"
+    out = _HOP_LINES.sub(b"", head)
     if connection and not _PLAIN_TOKENS.issuperset(connection):
         # Connection names further fields as hop-by-hop: drop those too (rare).
         named = [re.escape(t) for t in connection if t not in _PLAIN_TOKENS]
         drop = re.compile(rb"\r\n(?:" + b"|".join(named) + rb"):[^\r\n]*(?=\r\n)", re.I)
         out = drop.sub(b"", out)
-    if add:
-        out = out[:-2] + add + b"\r\n"
-    return ResponseHead(status, length, keep_alive, out)
-
-
-def _first_bad_line(raw: bytes) -> str:
-    """Which line made the head invalid, for the 502's message and the log."""
-    lines = raw[:-4].split(b"\r\n")
-    if _HEAD.fullmatch(lines[0] + b"\r\n\r\n") is None:
-        return f"status line {lines[0][:60]!r}"
-    for line in lines[1:]:
-        if re.fullmatch(_TOKEN + rb":[^\r\n]*", line) is None:
-            return f"header line {line[:60]!r}"
-    return "malformed head"
+    if own:
+        out = out[:-2] + b"Connection: " + own + b"\r\n\r\n"
+    return status, length, keep_alive, out

@@ -9,24 +9,29 @@ writer wait instead of making fastlb buffer.
 
 Timeouts are not timer objects: each connection keeps one `deadline` float that the server's
 single periodic sweep compares with the clock, so a request costs no timer allocation.
+
+The per-request path (`_read_head`, `_response_start`, `_response_done`) is written for the
+few dozen steps it takes per request: the common case first and inline, locals over
+attributes, the transport's write bound once. `make compile` builds this module with mypyc
+(fastlb/_native.py), which is why the protocols are plain classes, not asyncio.Protocol
+subclasses: uvloop calls their methods by name, and mypyc can then compile them as native
+classes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from bisect import bisect_left
 from collections.abc import Callable, Coroutine
 from time import monotonic
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from fastlb.http.errors import HttpError
 from fastlb.http.framing import ChunkedFramer
 from fastlb.http.head import CHUNKED, UNTIL_CLOSE, RequestHead
 from fastlb.http.messages import error_response, unknown_path_message
-from fastlb.http.response import parse_response_head
 from fastlb.http.rewrite import forwarded_lines, request_head_out
-from fastlb.proxy.upstream import BackendConnection, Upstream
+from fastlb.proxy.upstream import BackendConnection, Upstream, unconnected
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -52,34 +57,37 @@ class LocalRequest:
 LocalHandler = Callable[[LocalRequest], Coroutine[Any, Any, bytes]]
 
 # Exchange states of the client side.
-HEAD = 0  # waiting for (the rest of) a request head
-BODY = 1  # relaying the request body to the replica
-WAIT = 2  # request fully forwarded; the response is awaited or being relayed
-CLOSED = 3
-LOCAL = 4  # reading the body of a request fastlb answers itself (admin routes)
+HEAD: Final = 0  # waiting for (the rest of) a request head
+BODY: Final = 1  # relaying the request body to the replica
+WAIT: Final = 2  # request fully forwarded; the response is awaited or being relayed
+CLOSED: Final = 3
+LOCAL: Final = 4  # reading the body of a request fastlb answers itself (admin routes)
 
 # Response states.
-R_NONE = 0
-R_HEAD = 1
-R_LENGTH = 2
-R_CHUNKED = 3
-R_CLOSE = 4
+R_NONE: Final = 0
+R_HEAD: Final = 1
+R_LENGTH: Final = 2
+R_CHUNKED: Final = 3
+R_CLOSE: Final = 4
 
 # Reasons to pause reading from the client; reading resumes when none is left.
-P_PIPELINE = 1  # too many pipelined bytes waiting
-P_BACKEND = 2  # the replica's socket buffer is full (request body upload)
-P_PENDING = 4  # body bytes waiting for a replica connection to open
+P_PIPELINE: Final = 1  # too many pipelined bytes waiting
+P_BACKEND: Final = 2  # the replica's socket buffer is full (request body upload)
+P_PENDING: Final = 4  # body bytes waiting for a replica connection to open
 
 #: A replica's response head larger than this is treated as garbage.
-MAX_RESPONSE_HEAD = 64 * 1024
+MAX_RESPONSE_HEAD: Final = 64 * 1024
 #: Admin request bodies are small JSON documents.
-MAX_LOCAL_BODY = 64 * 1024
+MAX_LOCAL_BODY: Final = 64 * 1024
 #: Requests that may be sent again after a replica failed before answering (RFC 9110 9.2.2),
 #: provided they carry no body.
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"PUT", b"TRACE"})
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"PUT", b"TRACE"})
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection:
+    """One client connection: an asyncio protocol (uvloop calls these methods by name; not a
+    subclass of asyncio.Protocol, so that mypyc can compile it as a native class)."""
+
     __slots__ = (
         "backend",
         "buf",
@@ -100,11 +108,9 @@ class ClientConnection(asyncio.Protocol):
         "req_left",
         "resp_buf",
         "resp_framer",
-        "resp_head",
         "resp_keep",
         "resp_left",
         "resp_length",
-        "resp_started",
         "resp_state",
         "resp_status",
         "route",
@@ -116,12 +122,16 @@ class ClientConnection(asyncio.Protocol):
         "tried",
         "upstream",
         "wpaused",
+        "write",
         "xff",
     )
 
     def __init__(self, server: ProxyServer) -> None:
         self.server = server
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set on connect
+        # Set on connect. `write` is the transport's bound write: the hot path calls it twice
+        # per exchange, so the method is looked up once per connection, not once per write.
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.write: Callable[[bytes], object] = unconnected
         self.state = HEAD
         self.buf = b""
         self.head: RequestHead | None = None
@@ -149,21 +159,21 @@ class ClientConnection(asyncio.Protocol):
         # When the exchange in progress was dispatched. The monotonic clock, not loop.time():
         # uvloop's loop time ticks in whole milliseconds, too coarse for a fast replica.
         self.t0 = 0.0
+        # Status and body length of the response being relayed, kept for the access log.
         self.resp_status = 0
         self.resp_length = 0
         self.resp_state = R_NONE
         self.resp_buf = b""
-        self.resp_head: bytes | None = None
         self.resp_left = 0
         self.resp_framer: ChunkedFramer | None = None
         self.resp_keep = False
-        self.resp_started = False
         self.client_keep = False
 
     # ----------------------------------------------------------------- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport = cast(asyncio.Transport, transport)
+        self.write = transport.write
         server = self.server
         transport.set_write_buffer_limits(server.high_water, server.low_water)
         peer = transport.get_extra_info("peername")
@@ -171,7 +181,7 @@ class ClientConnection(asyncio.Protocol):
         self.ip = ip.encode("latin-1")
         self.xff = forwarded_lines(ip)
         # HAProxy's `timeout http-request`: the first head must come within header_timeout.
-        self.deadline = server.loop.time() + server.header_timeout
+        self.deadline = monotonic() + server.header_timeout
         self.head_started = True
         server.clients.add(self)
 
@@ -228,13 +238,12 @@ class ClientConnection(asyncio.Protocol):
             n = len(data)
             if n < left:
                 self.resp_left = left - n
-                self.transport.write(data)
+                self.write(data)
                 return
             if n > left:
-                data = data[:left]
-                self.resp_keep = False  # bytes past the response: out of step
-            self.transport.write(data)
-            self._response_done()
+                data = data[:left]  # bytes past the response: the connection is out of step
+            self.write(data)
+            self._response_done(self.resp_keep and n == left, self.client_keep)
             return
         if rs == R_HEAD:
             if self.resp_buf:
@@ -246,6 +255,12 @@ class ClientConnection(asyncio.Protocol):
 
     def _response_start(self, data: bytes) -> None:
         """Data that holds the end of a response head (and maybe body bytes after it)."""
+        head = self.head
+        upstream = self.upstream
+        backend = self.backend
+        assert head is not None and upstream is not None and backend is not None
+        server = self.server
+        client_keep = head.keep_alive and not self.eof and not server.draining
         start = 0
         while True:
             end = data.find(b"\r\n\r\n", start)
@@ -256,17 +271,45 @@ class ClientConnection(asyncio.Protocol):
                     self.resp_buf = data[start:]
                 return
             end += 4
-            if start:  # an interim 1xx went out before: parse the next head in place
+            if start:  # an interim 1xx went out before: read the next head in place
                 data, end = data[start:], end - start
-            if not self._response_head(data, end):
+            try:
+                status, length, keep, out = backend.reader.read(
+                    data, end, head.method == b"HEAD", client_keep, head.http11
+                )
+            except HttpError as exc:
+                self._backend_failed(502, exc.message)
                 return
-            if self.resp_state != R_HEAD:
+            if status >= 200:
                 break
             # An interim 1xx response: relay it, the final response follows.
-            out = self.resp_head
-            self.transport.write(data[:end] if out is None else out)
+            self.write(data[:end] if out is None else out)
             start = end
-        self._response_body(data, end, self.resp_head)
+        codes = upstream.status_counts
+        codes[status] += 1
+        client_keep = client_keep and length != UNTIL_CLOSE
+        if length >= 0:
+            if end + length == len(data):
+                # The whole response in one read, the common case: relay it and finish.
+                self.write(data if out is None else out + data[end:])
+                if self.server.access_log is not None:
+                    self.resp_status = status
+                    self.resp_length = length
+                self._response_done(keep, client_keep)
+                return
+            self.resp_state = R_LENGTH if length else R_NONE
+            self.resp_left = length
+        elif length == CHUNKED:
+            self.resp_state = R_CHUNKED
+            self.resp_framer = ChunkedFramer()
+        else:
+            self.resp_state = R_CLOSE
+        self.resp_keep = keep
+        self.client_keep = client_keep
+        self.deadline = 0.0
+        self.resp_status = status
+        self.resp_length = length
+        self._response_body(data, end, out)
 
     def _response_body(self, data: bytes, start: int, head_out: bytes | None) -> None:
         """Relay `data[start:]` as body bytes; with `start` > 0, `data[:start]` is the head,
@@ -294,15 +337,15 @@ class ClientConnection(asyncio.Protocol):
             self.resp_keep = False  # bytes past the response: the connection is out of step
         if head_out is None:
             if end == len(data):
-                self.transport.write(data)  # head and body as received: no copy
+                self.write(data)  # head and body as received: no copy
             elif end:
-                self.transport.write(data[:end])
+                self.write(data[:end])
         elif end - start < 65536:
-            self.transport.write(head_out + data[start:end])  # one syscall, a small copy
+            self.write(head_out + data[start:end])  # one syscall, a small copy
         else:
             self.transport.writelines((head_out, data[start:end]))
         if done:
-            self._response_done()
+            self._response_done(self.resp_keep, self.client_keep)
 
     def backend_lost(self, conn: BackendConnection) -> None:
         """The replica closed the connection during this exchange."""
@@ -310,9 +353,8 @@ class ClientConnection(asyncio.Protocol):
         if self.state == CLOSED:
             return
         if self.resp_state == R_CLOSE:  # a close-delimited body ends here
-            self.resp_keep = False
-            self._response_done()
-        elif not self.resp_started:
+            self._response_done(False, self.client_keep)
+        elif self.resp_state == R_HEAD:  # nothing of the response went out yet
             head = self.head
             upstream = self.upstream
             assert head is not None and upstream is not None
@@ -341,20 +383,25 @@ class ClientConnection(asyncio.Protocol):
 
     # -------------------------------------------------------------- the request side
     def _read_head(self, data: bytes) -> None:
+        """Data that starts a request head; dispatch the request once the head is whole.
+
+        This and `_response_start` are the per-request path: locals over attributes, the
+        common case first, no call that the common case does not need."""
         server = self.server
-        if data.startswith(b"\r\n"):  # RFC 9112 2.2: ignore empty lines before a request
-            data = data.lstrip(b"\r\n")
-            if not data:
-                return
         end = data.find(b"\r\n\r\n")
-        if end < 0:
+        if end <= 0:
+            if data.startswith(b"\r\n"):  # RFC 9112 2.2: ignore empty lines before a request
+                data = data.lstrip(b"\r\n")
+                if data:
+                    self._read_head(data)
+                return
             if len(data) > server.max_header_bytes:
                 self._refuse(431, f"request headers over {server.max_header_bytes} bytes")
                 return
             self.buf = data
             if not self.head_started:
                 self.head_started = True
-                self.deadline = server.loop.time() + server.header_timeout
+                self.deadline = monotonic() + server.header_timeout
             return
         end += 4
         if end > server.max_header_bytes:
@@ -365,15 +412,12 @@ class ClientConnection(asyncio.Protocol):
         except HttpError as exc:
             self._refuse(exc.status, exc.message)
             return
-        self._dispatch(head, data[end:])
-
-    def _dispatch(self, head: RequestHead, rest: bytes) -> None:
-        server = self.server
+        rest = data[end:] if end < len(data) else b""
         server.requests += 1
         self.head = head
         self.head_started = False
         self.seq += 1
-        self.t0 = monotonic()
+        self.t0 = t0 = monotonic()
         path = head.target
         query = path.find(b"?")
         if query >= 0:
@@ -417,10 +461,8 @@ class ClientConnection(asyncio.Protocol):
         self.key = key = server.key_fn(head, self.ip)
         self.out_head = request_head_out(head, self.ip, server.forwarded, self.xff)
         self.resp_state = R_HEAD
-        self.resp_started = False
-        self.deadline = server.loop.time() + server.backend_timeout
+        self.deadline = t0 + server.backend_timeout
         upstream = route.upstreams[route.table.lookup(key)]
-        self.pending = None
         backend = upstream.acquire()
         if backend is not None:
             # _use(upstream), inlined: this is the path of nearly every request.
@@ -460,8 +502,7 @@ class ClientConnection(asyncio.Protocol):
                 data, rest = data[:end], data[end:]
         backend = self.backend
         if backend is not None:
-            assert backend.transport is not None
-            backend.transport.write(data)
+            backend.write(data)
         else:
             if self.pending is None:
                 self.pending = []
@@ -523,16 +564,14 @@ class ClientConnection(asyncio.Protocol):
         backend.client = self
         if self.wpaused:
             backend.pause_reading()
-        transport = backend.transport
-        assert transport is not None
         pending = self.pending
         if pending:
             self.pending = None
             self.pending_bytes = 0
-            transport.writelines([self.out_head, *pending])
+            backend.write(b"".join([self.out_head, *pending]))
         else:
             # out_head stays until the response starts: a stale pooled connection resends it.
-            transport.write(self.out_head)
+            backend.write(self.out_head)
 
     def _next_candidate(self) -> None:
         """The chosen replica refused or timed out before a byte was sent: try the next one."""
@@ -554,78 +593,50 @@ class ClientConnection(asyncio.Protocol):
         self._backend_failed(503, "no replica is available to serve the request")
 
     # ------------------------------------------------------------ the response side
-    def _response_head(self, data: bytes, end: int) -> bool:
-        """Read the head `data[:end]`; False if it was refused (the client got a 502)."""
-        head = self.head
-        assert head is not None and self.upstream is not None
-        try:
-            keep = head.keep_alive and not self.eof and not self.server.draining
-            rh = parse_response_head(data, end, head.method == b"HEAD", keep, head.http11)
-        except HttpError as exc:
-            self._backend_failed(502, exc.message)
-            return False
-        self.resp_head = rh.out
-        status = rh.status
-        if status < 200:
-            return True
-        self.resp_status = status
-        self.resp_length = rh.length
-        codes = self.upstream.responses
-        codes[status] = codes.get(status, 0) + 1
-        self.resp_started = True
-        self.resp_keep = rh.keep_alive
-        length = rh.length
-        self.client_keep = (
-            head.keep_alive and length != UNTIL_CLOSE and not self.eof and not self.server.draining
-        )
-        self.deadline = 0.0
-        if length > 0:
-            self.resp_state = R_LENGTH
-            self.resp_left = length
-        elif length == CHUNKED:
-            self.resp_state = R_CHUNKED
-            self.resp_framer = ChunkedFramer()
-        elif length == UNTIL_CLOSE:
-            self.resp_state = R_CLOSE
-        else:
-            self.resp_state = R_NONE
-        return True
-
-    def _response_done(self) -> None:
+    def _response_done(self, replica_keep: bool, client_keep: bool) -> None:
+        """The response is relayed whole: the replica connection goes back to its pool if
+        `replica_keep` (and the request went out whole), the client connection takes the next
+        request if `client_keep`."""
         backend = self.backend
         self.backend = None
         request_done = self.state != BODY
         upstream = self.upstream
+        now = monotonic()
         if upstream is not None:
-            # Two adds and a C bisect: the duration histogram costs no allocation.
-            elapsed = monotonic() - self.t0
+            # The duration histogram: a short scan (see Upstream.duration_scan), two adds.
+            elapsed = now - self.t0
             upstream.duration_sum += elapsed
-            upstream.duration_counts[bisect_left(upstream.duration_bounds, elapsed)] += 1
+            scan = upstream.duration_scan
+            bucket = 0
+            while elapsed > scan[bucket]:
+                bucket += 1
+            upstream.duration_counts[bucket] += 1
             if self.server.access_log is not None:
-                self._log_access(upstream.name, self.resp_status, elapsed)
+                self._log_access(upstream.name, self.resp_status, self.resp_length)
+            # _use(None), inlined: the exchange leaves the in-flight count.
+            upstream.active -= 1
+            self.upstream = None
         if backend is not None:
-            upstream = backend.upstream
-            if self.resp_keep and request_done:
-                upstream.release(backend)
+            if replica_keep and request_done:
+                backend.upstream.release(backend)
             else:
                 backend.client = None
                 backend.close()
         self.resp_state = R_NONE
         self.resp_framer = None
-        self._use(None)
-        if not (self.client_keep and request_done) or self.eof or self.server.draining:
+        if not (client_keep and request_done) or self.eof or self.server.draining:
             self._close()
             return
-        self._next_request(self.buf)
+        self._next_request(self.buf, now)
 
-    def _next_request(self, rest: bytes) -> None:
+    def _next_request(self, rest: bytes, now: float) -> None:
         self.state = HEAD
         self.head = None
-        self.cands = None
-        self.tried = None
+        if self.cands is not None:
+            self.cands = None
+            self.tried = None
         self.buf = b""
-        server = self.server
-        self.deadline = server.loop.time() + server.idle_timeout
+        self.deadline = now + self.server.idle_timeout
         if self.pauses & P_PIPELINE:
             self._resume(P_PIPELINE)
         if rest:
@@ -637,7 +648,7 @@ class ClientConnection(asyncio.Protocol):
         self.server.refused += 1
         self._abandon_exchange()
         if self.state != CLOSED:
-            self.transport.write(error_response(status, message, close=True))
+            self.write(error_response(status, message, close=True))
             self._close()
 
     def _backend_failed(self, status: int, message: str) -> None:
@@ -646,7 +657,7 @@ class ClientConnection(asyncio.Protocol):
         if upstream is not None:
             if status != 503:
                 upstream.failures += 1
-            upstream.responses[status] = upstream.responses.get(status, 0) + 1
+            upstream.status_counts[status] += 1
         else:
             codes = self.server.own_responses
             codes[status] = codes.get(status, 0) + 1
@@ -665,11 +676,13 @@ class ClientConnection(asyncio.Protocol):
             and not self.server.draining
         )
 
-    def _log_access(self, replica: str, status: int, elapsed: float) -> None:
+    def _log_access(self, replica: str, status: int, length: int) -> None:
+        """One access-log line; `length` is the body's (< 0: chunked or close-delimited)."""
         head = self.head
         log = self.server.access_log
         assert head is not None and log is not None
-        size = b"%d" % self.resp_length if self.resp_length >= 0 else b"-"
+        size = b"%d" % length if length >= 0 else b"-"
+        elapsed = monotonic() - self.t0
         log.add(
             b"%s %s %s %s %d %s %.3f\n"
             % (self.ip, head.method, head.target, replica.encode(), status, size, elapsed * 1e3)
@@ -680,13 +693,11 @@ class ClientConnection(asyncio.Protocol):
         if self.state == CLOSED:
             return
         if self.server.access_log is not None and self.head is not None:
-            status = int(response[9:12])
             body = len(response) - response.find(b"\r\n\r\n") - 4
-            self.resp_length = body
-            self._log_access("-", status, monotonic() - self.t0)
-        self.transport.write(response)
+            self._log_access("-", int(response[9:12]), body)
+        self.write(response)
         if self._can_keep():
-            self._next_request(self.buf)
+            self._next_request(self.buf, monotonic())
         else:
             self._close()
 
@@ -715,7 +726,7 @@ class ClientConnection(asyncio.Protocol):
         self.resp_state = R_NONE
         self.local_handler = handler
         self.buf = rest
-        self.deadline = self.server.loop.time() + self.server.header_timeout
+        self.deadline = monotonic() + self.server.header_timeout
         self._local_body()
 
     def _local_body(self) -> None:
@@ -758,13 +769,16 @@ class ClientConnection(asyncio.Protocol):
 
     def on_deadline(self) -> None:
         """Called by the server's sweep when `deadline` has passed."""
-        if self.state == HEAD:
+        state = self.state
+        if state == HEAD:
             if self.buf:
                 self._refuse(408, "request headers not received in time")
             else:
                 self._close()  # an idle keep-alive connection: close quietly
-        elif not self.resp_started:
-            if self.backend is None and self.resp_state == R_HEAD and self.state == BODY:
+        elif state == LOCAL:
+            self._refuse(408, "request body not received in time")
+        elif self.resp_state == R_HEAD:  # nothing of the response yet
+            if self.backend is None and state == BODY:
                 self._response_cut("request body stalled")
             else:
                 timeout = self.server.backend_timeout
@@ -780,6 +794,8 @@ class ClientConnection(asyncio.Protocol):
             self.backend = None
             backend.client = None
             backend.close()
+        self.pending = None
+        self.pending_bytes = 0
         self._use(None)
 
     def _close(self) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import cast
+from time import monotonic
+from typing import Any, cast
 
 from fastlb.config import ProxyConfig
 from fastlb.http.parsers import HeadParser, make_head_parser
@@ -59,14 +60,16 @@ class ProxyServer:
     @property
     def address(self) -> tuple[str, int]:
         assert self._server is not None
-        # uvloop's Server has asyncio.Server's interface without being its subclass.
-        sockname = cast(asyncio.Server, self._server).sockets[0].getsockname()
+        # uvloop's Server has asyncio.Server's interface without being its subclass, and its
+        # `sockets` is a list, not the tuple typeshed promises (mypyc checks such types).
+        sockets: Any = cast(Any, self._server).sockets
+        sockname = sockets[0].getsockname()
         return sockname[0], sockname[1]
 
     async def start(self) -> None:
         host, port = self.listen
         self._server = await self.loop.create_server(
-            lambda: ClientConnection(self),
+            lambda: cast(asyncio.Protocol, ClientConnection(self)),
             host,
             port,
             backlog=self.config.backlog,
@@ -109,7 +112,7 @@ class ProxyServer:
             self.on_suspect(upstream.name)
 
     def _sweep(self) -> None:
-        now = self.loop.time()
+        now = monotonic()  # the clock of every connection's `deadline`
         for client in [c for c in self.clients if 0.0 < c.deadline < now]:
             client.on_deadline()
         self._sweeper = self.loop.call_later(self.tick, self._sweep)

@@ -8,25 +8,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, cast
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, cast
+
+from fastlb.http.response import ResponseReader
 
 if TYPE_CHECKING:
     from fastlb.proxy.client import ClientConnection
 
 
 #: Prometheus' default buckets from 5 ms to 10 s (the seed project's).
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+DURATION_BUCKETS: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0
+)
 
 
-class BackendConnection(asyncio.Protocol):
-    """A connection to a replica. Between exchanges it idles in its upstream's pool; during one
-    it belongs to exactly one client connection, which it hands every byte it reads."""
+def unconnected(data: bytes) -> object:
+    """The `write` of a protocol whose connection_made has not run yet."""
+    raise RuntimeError("no transport yet: connection_made has not run")
 
-    __slots__ = ("client", "closed", "paused", "reused", "transport", "upstream")
+
+class BackendConnection:
+    """A connection to a replica (an asyncio protocol by its methods, see ClientConnection).
+
+    Between exchanges it idles in its upstream's pool; during one it belongs to exactly one
+    client connection, which it hands every byte it reads."""
+
+    __slots__ = ("client", "closed", "paused", "reader", "reused", "transport", "upstream", "write")
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.transport: asyncio.Transport | None = None
+        #: Reads this connection's response heads (one llhttp parser kept across responses).
+        self.reader = ResponseReader()
+        #: The transport's bound write, looked up once (see ClientConnection.write).
+        self.write: Callable[[bytes], object] = unconnected
         self.client: ClientConnection | None = None
         self.closed = False
         #: Reading paused because the client could not take more (see ClientConnection).
@@ -38,6 +55,7 @@ class BackendConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport = cast(asyncio.Transport, transport)
+        self.write = transport.write
         up = self.upstream
         transport.set_write_buffer_limits(up.high_water, up.low_water)
 
@@ -95,6 +113,7 @@ class Upstream:
         "connects",
         "duration_bounds",
         "duration_counts",
+        "duration_scan",
         "duration_sum",
         "failures",
         "high_water",
@@ -105,8 +124,8 @@ class Upstream:
         "pool_size",
         "port",
         "requests",
-        "responses",
         "retries",
+        "status_counts",
         "weight",
     )
 
@@ -134,7 +153,9 @@ class Upstream:
         self.idle: list[BackendConnection] = []
         self.requests = 0  # requests sent to this replica (attempts, retries included)
         self.active = 0  # exchanges in flight on this replica: what a drain waits for
-        self.responses: dict[int, int] = {}  # status -> responses relayed
+        #: Responses relayed (and errors fastlb sent for this replica), by status code: a list
+        #: indexed by the code, so counting one is an index, not a dict update.
+        self.status_counts = [0] * 1000
         self.failures = 0  # exchanges that ended in a 502/504 or a cut response
         self.retries = 0  # stale pooled connections retried on a fresh one
         self.connects = 0
@@ -144,6 +165,9 @@ class Upstream:
         # those above every bound.
         self.duration_bounds = duration_bounds
         self.duration_counts = [0] * (len(duration_bounds) + 1)
+        #: The bounds and an infinite one, for the data path's scan from the first bucket:
+        #: most exchanges land in it, where a scan stops at once and a bisect would not.
+        self.duration_scan = (*duration_bounds, math.inf)
         self.duration_sum = 0.0
 
     def __repr__(self) -> str:
@@ -152,8 +176,8 @@ class Upstream:
     def inherit(self, old: Upstream) -> None:
         """Carry the counters of the upstream this one replaces (same replica name)."""
         self.requests += old.requests
-        for status, count in old.responses.items():
-            self.responses[status] = self.responses.get(status, 0) + count
+        counts = zip(self.status_counts, old.status_counts, strict=True)
+        self.status_counts = [a + b for a, b in counts]
         self.failures += old.failures
         self.retries += old.retries
         self.connects += old.connects
@@ -164,12 +188,16 @@ class Upstream:
             ]
             self.duration_sum += old.duration_sum
 
+    @property
+    def responses(self) -> dict[int, int]:
+        """Responses by status code, for export: only the codes seen."""
+        return {status: n for status, n in enumerate(self.status_counts) if n}
+
     def acquire(self) -> BackendConnection | None:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            transport = conn.transport
-            if not conn.closed and transport is not None and not transport.is_closing():
+            if not conn.closed:  # set by close() and connection_lost()
                 conn.reused = True
                 return conn
         return None
@@ -179,10 +207,11 @@ class Upstream:
         conn.client = None
         if conn.closed:
             return
-        if len(self.idle) < self.pool_size:
+        idle = self.idle
+        if len(idle) < self.pool_size:
             if conn.paused:
                 conn.resume_reading()
-            self.idle.append(conn)
+            idle.append(conn)
         else:
             conn.close()
 
@@ -196,13 +225,15 @@ class Upstream:
         self.connects += 1
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: BackendConnection(self), self.host, self.port),
+                loop.create_connection(
+                    lambda: cast(asyncio.Protocol, BackendConnection(self)), self.host, self.port
+                ),
                 self.connect_timeout,
             )
         except BaseException:
             self.connect_failures += 1
             raise
-        return conn
+        return cast(BackendConnection, conn)
 
     def close_idle(self) -> None:
         while self.idle:

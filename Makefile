@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?=
 
-.PHONY: all setup run test lint typecheck unit bench report images clean
+.PHONY: all setup compile run test lint typecheck unit bench report images clean
 
 all: test
 
@@ -19,7 +19,21 @@ $(STAMP): setup.cfg pyproject.toml
 
 setup: $(STAMP)
 
+# The data path compiled to C by mypyc (fastlb/_native.py says why and which modules); built
+# again whenever a source changes. fastlb runs the same code from source where it is not built.
+NATIVE_STAMP := build/.native-stamp
+HAVE_CC := command -v gcc >/dev/null && $(PY) -c 'import os, sysconfig, sys; \
+  sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'
+$(NATIVE_STAMP): $(STAMP) $(shell find fastlb -name '*.py')
+	@$(HAVE_CC) 2>/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev; }
+	$(PY) -m fastlb._native build
+	@mkdir -p build && touch $@
+
+compile: $(NATIVE_STAMP)
+
 run: setup
+	@$(MAKE) --no-print-directory compile || echo "fastlb: data path not compiled; running it from source"
 	$(VENV)/bin/fastlb $(if $(CONFIG),--config $(CONFIG))
 
 lint: setup
@@ -28,12 +42,15 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-unit: setup
+# The whole suite on the compiled data path, then the data path's own tests from source.
+unit: compile
 	$(PY) -m pytest -q
+	FASTLB_PURE=1 $(PY) -m pytest -q tests/test_proxy.py tests/test_parsers.py \
+	  tests/test_response.py tests/test_native.py
 
 test: lint typecheck unit
 
-bench: setup
+bench: compile
 	$(PY) -m bench.run
 
 # The spec's analysis (A-1..A-4) against fresh balancers: report/report.md and its charts.
@@ -46,3 +63,4 @@ images:
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	find fastlb -name '*.so' -delete

@@ -274,10 +274,11 @@ def _fastlb(http_impl: str, python: str, access_log: bool = False) -> Builder:
 
 @dataclass(frozen=True, slots=True)
 class ProxySpec:
-    """A proxy under test: how to build its command line and config."""
+    """A proxy under test: how to build its command line and config, and its environment."""
 
     name: str
     build: Builder
+    env: tuple[tuple[str, str], ...] = ()
 
     def start(
         self,
@@ -298,6 +299,8 @@ class ProxySpec:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
         )
+        env.pop("FASTLB_PURE", None)
+        env.update(self.env)
         managed = reg.start(
             self.name, pin(cpu, argv), workdir / "stdout.log", cwd=REPO_ROOT, env=env
         )
@@ -317,7 +320,10 @@ class ProxySpec:
 def proxy_specs(python: str = sys.executable) -> dict[str, ProxySpec]:
     """All proxies, in the order they run within a round."""
     specs = [
+        # fastlb as `make compile` built it (its data path compiled by mypyc, see
+        # fastlb/_native.py), and the same code run by the interpreter (FASTLB_PURE=1).
         ProxySpec("fastlb-httptools", _fastlb("httptools", python)),
+        ProxySpec("fastlb-httptools-pure", _fastlb("httptools", python), (("FASTLB_PURE", "1"),)),
         ProxySpec("fastlb-h11", _fastlb("h11", python)),
         # The same as fastlb-httptools with [log] access on: the access log's cost.
         ProxySpec("fastlb-httptools+accesslog", _fastlb("httptools", python, access_log=True)),

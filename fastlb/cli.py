@@ -15,6 +15,14 @@ from fastlb.config import Config, default, load
 from fastlb.errors import ConfigError, FastlbError
 
 
+def _version() -> str:
+    """The version, and whether the data path runs compiled (fastlb/_native.py says why)."""
+    from fastlb._native import mode
+
+    how = "data path compiled by mypyc" if mode() == "compiled" else "pure Python"
+    return f"fastlb {__version__} ({how})"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastlb",
@@ -25,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help="TOML config (default: embedded)")
     parser.add_argument("--check", action="store_true", help="validate the config and exit")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
-    parser.add_argument("--version", action="version", version=f"fastlb {__version__}")
+    parser.add_argument("--version", action="version", version=_version())
     return parser
 
 

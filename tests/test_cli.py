@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -16,10 +17,22 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_version() -> None:
+def test_version_says_how_the_data_path_runs() -> None:
     result = run("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"fastlb {__version__}"
+    assert result.stdout.strip() in (
+        f"fastlb {__version__} (data path compiled by mypyc)",
+        f"fastlb {__version__} (pure Python)",
+    )
+    pure = subprocess.run(
+        [PY, "-m", "fastlb", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={**os.environ, "FASTLB_PURE": "1"},
+    )
+    assert pure.stdout.strip() == f"fastlb {__version__} (pure Python)"
 
 
 def test_check_accepts_the_shipped_config() -> None:

@@ -32,6 +32,8 @@ from typing import Final
 
 #: The modules compiled by `make compile`: the per-request path and what it calls.
 MODULES: Final = (
+    "fastlb.maglev",
+    "fastlb.routing",
     "fastlb.http.head",
     "fastlb.http.parsers",
     "fastlb.http.response",

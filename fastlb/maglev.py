@@ -29,7 +29,9 @@ array. Populating dominates: M claims plus the probes of slots already held by o
 grow with N (1.9 M of them for N = 3, 5.5 M for N = 10, 8.5 M for N = 100), at about 30 ns a
 step in the interpreter's specialised loop. The loop below is the fastest of the variants
 tried, 2.6-2.9x faster than the literal listing (permutation iterators chained through C-level
-map/filter, and a two-phase fill that sorts the last free slots, were both slower). A rebuild
+map/filter, and a two-phase fill that sorts the last free slots, were both slower).
+Compiled by mypyc (`make compile`, fastlb/_native.py), the same constructor takes 3.6, 4.1
+and 6.7 ms for N = 3, 10 and 100 (`python -m bench.table_build`, one run). A rebuild
 above 5 ms is therefore meant to run in a worker process: `build_maglev_entries` there and
 `MaglevTable.from_entries` on the loop (0.1 ms), or a pickled `MaglevTable`, which travels as
 its packed entries.
@@ -47,6 +49,7 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from typing import Final
 
 import xxhash
 
@@ -62,20 +65,20 @@ __all__ = [
     "is_prime",
 ]
 
-DEFAULT_SIZE = 65537
-MAX_MEMBERS = 65536  # member indexes are stored as unsigned 16-bit integers
+DEFAULT_SIZE: Final = 65537
+MAX_MEMBERS: Final = 65536  # member indexes are stored as unsigned 16-bit integers
 
 # Fixed forever: changing any of them moves every key. The request seed differs from the two
 # permutation seeds so that a key which happens to equal a member's name is not drawn to that
 # member's first-choice slot.
-_SEED_OFFSET = 0x6D61676C65762D6F  # "maglev-o"
-_SEED_SKIP = 0x6D61676C65762D73  # "maglev-s"
-_SEED_KEY = 0x6D61676C65762D6B  # "maglev-k"
+_SEED_OFFSET: Final = 0x6D61676C65762D6F  # "maglev-o"
+_SEED_SKIP: Final = 0x6D61676C65762D73  # "maglev-s"
+_SEED_KEY: Final = 0x6D61676C65762D6B  # "maglev-k"
 
-_xxh64 = xxhash.xxh64_intdigest
+_xxh64: Final = xxhash.xxh64_intdigest
 
 # Deterministic Miller-Rabin bases: exact for every n < 3.3 * 10**24.
-_MR_BASES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41)
+_MR_BASES: Final = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41)
 
 
 def is_prime(n: int) -> bool:
@@ -217,13 +220,22 @@ class MaglevTable:
     _shares: dict[str, float] | None
     _walks: tuple[tuple[int, int, int], ...] | None
 
-    def __init__(self, members: Sequence[tuple[str, int]], size: int = DEFAULT_SIZE) -> None:
+    def __init__(
+        self,
+        members: Sequence[tuple[str, int]],
+        size: int = DEFAULT_SIZE,
+        *,
+        _entries: array[int] | None = None,
+    ) -> None:
+        # `_entries`: already built and checked (from_entries), instead of populating.
         names, weights = check_members(members)
         check_size(size, len(names))
         self.names = names
         self.weights = weights
         self.size = size
-        self._entries = _pack(_populate(names, weights, size), len(names))
+        if _entries is None:
+            _entries = _pack(_populate(names, weights, size), len(names))
+        self._entries = _entries
         self._shares = None
         self._walks = None
 
@@ -258,14 +270,7 @@ class MaglevTable:
         bad = table.tobytes().translate(None, bytes(range(n))) if n <= 256 else None
         if bad or (bad is None and max(table) >= n):
             raise TableError(f"maglev entries refer to member {max(table)}, but there are {n}")
-        self = object.__new__(cls)
-        self.names = names_t
-        self.weights = weights_t
-        self.size = len(table)
-        self._entries = table
-        self._shares = None
-        self._walks = None
-        return self
+        return cls(list(zip(names_t, weights_t, strict=True)), len(table), _entries=table)
 
     def __reduce__(self) -> tuple[object, ...]:
         # Pickled as its packed entries: a worker process returns a table without a rebuild.

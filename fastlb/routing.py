@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from fastlb.errors import ConfigError
 from fastlb.http.head import RequestHead
@@ -23,7 +22,7 @@ KeyFunction = Callable[[RequestHead, bytes], bytes]
 
 U = TypeVar("U")
 
-_random = random.random
+_random: Final = random.random
 
 
 def _random_id() -> bytes:
@@ -86,12 +85,20 @@ def make_key(spec: str) -> tuple[bytes | None, KeyFunction]:
     )
 
 
-@dataclass(frozen=True, slots=True)
 class Route(Generic[U]):
-    """One generation of routing state: `upstreams[i]` serves `table.names[i]`."""
+    """One generation of routing state: `upstreams[i]` serves `table.names[i]`.
 
-    table: Table
-    upstreams: tuple[U, ...]
+    Immutable: its attributes are Final (mypy refuses an assignment), and a change builds a
+    new Route. A plain class rather than a frozen dataclass, so that mypyc can compile it."""
+
+    __slots__ = ("table", "upstreams")
+
+    def __init__(self, table: Table, upstreams: tuple[U, ...]) -> None:
+        self.table: Final = table
+        self.upstreams: Final = upstreams
+
+    def __repr__(self) -> str:
+        return f"Route(table={self.table!r}, upstreams={self.upstreams!r})"
 
     @classmethod
     def build(cls, table: Table, by_name: dict[str, U]) -> Route[U]:

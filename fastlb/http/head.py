@@ -139,16 +139,16 @@ def wants_keep_alive(connection: list[bytes], http11: bool) -> bool:
     return b"keep-alive" in tokens and b"close" not in tokens
 
 
-def read_request_head(
-    raw: bytes, method: bytes, key_header: bytes | None, max_fields: int
-) -> RequestHead:
-    """What a head means, read from `raw` once a parser has validated it (its field syntax,
-    request line and line ends). `method` is the parser's; `key_header` is the lower-cased
-    name of the field the routing key reads, if any.
+def read_request_head(raw: bytes, key_field: bytes | None, max_fields: int) -> RequestHead:
+    """What a head means, read from `raw` once a parser has validated it (its request line,
+    field syntax and line ends): method, target and version from the request line, and the
+    fields that matter to fastlb. `key_field` is `key_field_needle(name)` of the field the
+    routing key reads, if any.
 
     Every step is a C-level bytes or regex operation: a Python step per field would cost more
     than reading the whole head this way."""
     parts = raw.split(b" ", 2)
+    method = parts[0]
     version = parts[2][:10] if len(parts) == 3 else b""
     if version == b"HTTP/1.1\r\n":
         target, http11 = parts[1], True
@@ -163,10 +163,10 @@ def read_request_head(
         raise HttpError(431, f"more than {max_fields} header fields")
     lower = raw.lower()
     key_value: bytes | None = None
-    if key_header is not None:
-        at = lower.find(b"\r\n" + key_header + b":")
+    if key_field is not None:
+        at = lower.find(key_field)
         if at >= 0:
-            start = at + len(key_header) + 3
+            start = at + len(key_field)
             key_value = raw[start : raw.find(b"\r\n", start)].strip(b" \t")
     if _ANY_NOTABLE.search(lower) is None:
         return RequestHead(raw, method, target, http11, http11, 0, False, key_value)
@@ -187,6 +187,11 @@ def read_request_head(
     length = body_length(content_length, transfer_encoding, http11)
     keep_alive = wants_keep_alive(connection, http11)
     return RequestHead(raw, method, target, http11, keep_alive, length, rewrite, key_value)
+
+
+def key_field_needle(name: bytes) -> bytes:
+    """What `read_request_head` looks for to find the field `name` (lower-cased)."""
+    return b"\r\n" + name + b":"
 
 
 def _odd_request_line(raw: bytes, method: bytes) -> tuple[bytes, bool]:

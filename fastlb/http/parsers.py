@@ -18,7 +18,7 @@ import h11
 import httptools
 
 from fastlb.http.errors import HttpError
-from fastlb.http.head import RequestHead, read_request_head
+from fastlb.http.head import RequestHead, key_field_needle, read_request_head
 
 __all__ = ["H11HeadParser", "HeadParser", "HttptoolsHeadParser", "make_head_parser"]
 
@@ -54,10 +54,10 @@ class HttptoolsHeadParser(HeadParser):
     request reaches the next. Creating one costs about as much as the rest of a parse.
     """
 
-    __slots__ = ("_key_header", "_llhttp", "_max_fields")
+    __slots__ = ("_key_field", "_llhttp", "_max_fields")
 
     def __init__(self, key_header: bytes | None, max_fields: int) -> None:
-        self._key_header = key_header
+        self._key_field = None if key_header is None else key_field_needle(key_header)
         self._max_fields = max_fields
         self._llhttp = httptools.HttpRequestParser(_VALIDATE)
 
@@ -74,7 +74,7 @@ class HttptoolsHeadParser(HeadParser):
             self._llhttp = httptools.HttpRequestParser(_VALIDATE)
             raise HttpError(400, f"malformed request: {exc}") from None
         try:
-            head = read_request_head(raw, llhttp.get_method(), self._key_header, self._max_fields)
+            head = read_request_head(raw, self._key_field, self._max_fields)
         except HttpError:
             self._llhttp = httptools.HttpRequestParser(_VALIDATE)
             raise
@@ -86,10 +86,10 @@ class HttptoolsHeadParser(HeadParser):
 class H11HeadParser(HeadParser):
     """h11's strict reading of the head; h11's own framing checks run before ours."""
 
-    __slots__ = ("_key_header", "_max_bytes", "_max_fields")
+    __slots__ = ("_key_field", "_max_bytes", "_max_fields")
 
     def __init__(self, key_header: bytes | None, max_fields: int, max_bytes: int) -> None:
-        self._key_header = key_header
+        self._key_field = None if key_header is None else key_field_needle(key_header)
         self._max_fields = max_fields
         self._max_bytes = max_bytes
 
@@ -111,7 +111,7 @@ class H11HeadParser(HeadParser):
             raise HttpError(status, f"malformed request: {exc}") from None
         if not isinstance(event, h11.Request):
             raise HttpError(400, "malformed request: incomplete head")
-        return read_request_head(raw, event.method, self._key_header, self._max_fields)
+        return read_request_head(raw, self._key_field, self._max_fields)
 
 
 def make_head_parser(

@@ -55,10 +55,6 @@ _NOT_PLAIN: Final = re.compile(
     rb"|connection:(?![ \t]*keep-alive[ \t]*\r\n))"
 )
 _CR: Final = b"\r"
-#: The first digit of a final status, and the statuses whose responses carry no body: the
-#: reader's fast path takes neither interim nor bodiless responses.
-_FINAL: Final = (b"2", b"3", b"4", b"5")
-_NO_BODY: Final = (b"204", b"304")
 
 
 class _Validate:
@@ -163,13 +159,16 @@ class ResponseReader:
     ) -> ResponseHead:
         """Read the head `data[:end]`; `parse_response_head` says what the arguments are."""
         head = data[:end] if end < len(data) else data
+        # The status's first digit, read before llhttp has checked it (llhttp refuses the
+        # response if it is not a status): 2 to 5 is final, and 204 and 304 have no body.
+        digit = data[9] if end > 12 else 0
         if (
             client_keep_alive
             and client_http11
             and not head_request
+            and 50 <= digit <= 53  # b"2" to b"5"
+            and (digit > 51 or data[10:12] != b"04")
             and data.startswith(b"HTTP/1.")
-            and data[9:10] in _FINAL
-            and data[9:12] not in _NO_BODY
         ):
             lower = head.lower()
             length = _plain_length(lower)

@@ -177,13 +177,17 @@ def start_backends(
 def fastlb_toml(
     port: int, http_impl: str, backend_ports: dict[str, int], access_log: Path | None = None
 ) -> str:
-    """fastlb's config for the bench: static replicas, route by path, forward every path;
-    with `access_log`, the access log on (to measure what it costs)."""
+    """fastlb's config for the bench: static replicas, route by path, forward every path, a
+    replica connection pool the size of nginx's; with `access_log`, the access log on (to
+    measure what it costs)."""
     lines = [
         "[proxy]",
         f'listen = "127.0.0.1:{port}"',
         f'http = "{http_impl}"',
         "replica_paths = []",
+        # As many idle replica connections as nginx keeps (keepalive 1024; HAProxy keeps all):
+        # with the default 64, 256 clients over 3 replicas would open and close the rest.
+        "pool_size = 1024",
         "",
         "[routing]",
         'key = "path"',

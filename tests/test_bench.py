@@ -297,7 +297,12 @@ def test_failed_spread_renders_failed() -> None:
 def test_fastlb_toml_follows_the_contract() -> None:
     text = fastlb_toml(5000, "h11", {"b1": 8001, "b2": 8002, "b3": 8003})
     data = tomllib.loads(text)
-    assert data["proxy"] == {"listen": "127.0.0.1:5000", "http": "h11", "replica_paths": []}
+    assert data["proxy"] == {
+        "listen": "127.0.0.1:5000",
+        "http": "h11",
+        "replica_paths": [],
+        "pool_size": 1024,  # nginx's keepalive 1024 in conf/nginx-proxy.conf.tmpl
+    }
     assert data["routing"] == {"key": "path"}
     assert data["replicas"]["provider"] == "static"
     assert data["replicas"]["static"] == [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -421,3 +422,11 @@ def test_fastlb_toml_can_turn_the_access_log_on(tmp_path: Path) -> None:
     text = fastlb_toml(5000, "httptools", {"b1": 8001}, tmp_path / "access.log")
     log = parse(text).log
     assert log.access and log.access_file == str(tmp_path / "access.log")
+
+
+def test_exchange_benchmark_runs_the_real_data_path(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.exchange import main as exchange_main
+
+    assert exchange_main(["--exchanges", "500", "--passes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert re.fullmatch(r"\d+\.\d\d us per exchange \((compiled|pure), httptools; best of 2 x 500\)\n", out)

@@ -46,13 +46,15 @@ _HOP_LINES: Final = re.compile(
     re.I,
 )
 _PLAIN_TOKENS: Final = frozenset({b"close", b"keep-alive", b""})
-#: On the lower-cased head: a field that keeps a head off the fast path. Framing other than
-#: Content-Length, a hop-by-hop field, or a Connection field other than a plain `keep-alive`
-#: (which, when fastlb keeps the client connection open too, stands as fastlb's own option:
-#: RFC 9110 section 7.6.1 lets an intermediary replace Connection with its own options).
-_NOT_PLAIN: Final = re.compile(
-    rb"\r\n(?:t(?:ransfer-encoding|e:|railer)|keep-alive|proxy-|upgrade"
-    rb"|connection:(?![ \t]*keep-alive[ \t]*\r\n))"
+#: One pass over the lower-cased head for `_plain_length`. A plain head has exactly one match:
+#: its Content-Length, whose digits are the group. Anything else that matches keeps the head
+#: off the fast path, its group empty: framing other than Content-Length, a hop-by-hop field,
+#: a Connection field other than a plain `keep-alive` (which, when fastlb keeps the client
+#: connection open too, stands as fastlb's own option: RFC 9110 section 7.6.1 lets an
+#: intermediary replace Connection with its own options), or a Content-Length not all digits.
+_PLAIN_FIELDS: Final = re.compile(
+    rb"\r\n(?:content-length:[ \t]*([0-9]+)[ \t]*(?=\r)|t(?:ransfer-encoding|e:|railer)"
+    rb"|keep-alive|proxy-|upgrade|connection:(?![ \t]*keep-alive[ \t]*\r\n)|content-length:)"
 )
 _CR: Final = b"\r"
 
@@ -106,22 +108,17 @@ def parse_response_head(
 
 
 def _plain_length(lower: bytes) -> int:
-    """The Content-Length of a plain head (see `_NOT_PLAIN`; `lower` is the lower-cased head),
-    or -1 if it is not plain or has none.
+    """The Content-Length of a plain head (see `_PLAIN_FIELDS`; `lower` is the lower-cased
+    head), or -1 if it is not plain or has none.
 
-    The common response: framed by one Content-Length, relayed as received. Finds rather than
-    a pattern with a group: on a head this size each C call costs about as much as its work.
-    llhttp checks the value's digits (and that there is one field) before the result is used.
+    The common response: framed by one Content-Length, relayed as received. One pattern pass:
+    on a head this size each C call costs about as much as its work. llhttp checks the value
+    (and that there is one field) before the result is used.
     """
-    if _NOT_PLAIN.search(lower) is not None:
+    found = _PLAIN_FIELDS.findall(lower)
+    if len(found) != 1 or not found[0]:
         return -1
-    at = lower.find(b"\r\ncontent-length:")
-    if at < 0:
-        return -1
-    try:
-        return int(lower[at + 17 : lower.find(b"\r\n", at + 17)])
-    except ValueError:
-        return -1
+    return int(found[0])
 
 
 def _plain_keep_alive(lower: bytes) -> bool:

@@ -4,8 +4,9 @@ Why it is built this way:
 - Fairness on a 2-core box: every proxy runs alone on CPU 0 (`taskset -c 0`), single-threaded
   or single-worker like fastlb; wrk and the three nginx backends share CPU 1. Each proxy is
   started fresh for each run and stopped by pid after it.
-- Drift: proxies are interleaved (each round runs every proxy at every connection count) and
-  the table reports medians over the rounds, so a slow minute of the machine hits all alike.
+- Drift: proxies are interleaved (each round runs every proxy at every connection count, each
+  round starting one proxy further along) and the table reports medians over the rounds, so a
+  slow minute of the machine hits all alike and no proxy always runs first.
 - Cost, not just speed: proxy CPU µs per request comes from /proc utime+stime of the proxy's
   own processes, which stays meaningful when the client side, not the proxy, is the limit.
 - Correctness: a proxy that answers fast but sends everything to one backend is not
@@ -290,6 +291,14 @@ def measure(
     return result
 
 
+def round_order(proxies: Sequence[str], round_no: int) -> list[str]:
+    """The proxies in the order round `round_no` (from 1) runs them: each round starts one
+    further along, so that no proxy always runs first (on this VM the machine's speed drifts
+    within a run, and the first run of a round followed a different proxy's heaviest load)."""
+    shift = (round_no - 1) % len(proxies) if proxies else 0
+    return [*proxies[shift:], *proxies[:shift]]
+
+
 def bench_loop(
     reg: ProcessRegistry,
     opts: Options,
@@ -308,7 +317,7 @@ def bench_loop(
     n = 0
     for round_no in range(1, opts.repeat + 1):
         for conns in opts.connections:
-            for name in opts.only:
+            for name in round_order(opts.only, round_no):
                 n += 1
                 if name in skipped:
                     continue
@@ -384,7 +393,8 @@ def preamble(opts: Options, vers: dict[str, str], started: str) -> list[str]:
         f"- machine: {os.cpu_count()} CPUs, {_cpu_model()}; {pinning}",
         f"- load: wrk -t{opts.threads} -c{{{conns}}} -d{opts.duration}s --latency "
         f"-s bench/paths.lua (4096 distinct paths), {opts.warmup}s unmeasured warmup, "
-        f"{opts.repeat} interleaved round(s), each proxy started fresh per run",
+        f"{opts.repeat} interleaved round(s) (each starting one proxy further along), "
+        "each proxy started fresh per run",
         "- versions: " + "; ".join(f"{k}: {v}" for k, v in vers.items()),
     ]
 

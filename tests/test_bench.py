@@ -430,3 +430,12 @@ def test_exchange_benchmark_runs_the_real_data_path(capsys: pytest.CaptureFixtur
     assert exchange_main(["--exchanges", "500", "--passes", "2"]) == 0
     out = capsys.readouterr().out
     assert re.fullmatch(r"\d+\.\d\d us per exchange \((compiled|pure), httptools; best of 2 x 500\)\n", out)
+
+
+def test_rounds_rotate_which_proxy_runs_first() -> None:
+    from bench.run import round_order
+
+    proxies = ["a", "b", "c"]
+    orders = [round_order(proxies, r) for r in (1, 2, 3, 4)]
+    assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+    assert round_order([], 2) == []

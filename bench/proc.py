@@ -56,6 +56,11 @@ class ProcStat:
         return self.utime + self.stime
 
     @property
+    def tree_sys_ticks(self) -> int:
+        """The part of `tree_ticks` spent in the kernel."""
+        return self.stime + self.cstime
+
+    @property
     def tree_ticks(self) -> int:
         """Own CPU plus that of children it has reaped.
 
@@ -135,6 +140,12 @@ def tree_cpu_ticks(root: int) -> int:
     """CPU clock ticks used so far by root and its descendants (see ProcStat.tree_ticks)."""
     stats = _all_stats()
     return sum(stats[pid].tree_ticks for pid in tree_pids(root, stats))
+
+
+def tree_sys_ticks(root: int) -> int:
+    """The part of `tree_cpu_ticks(root)` spent in the kernel (system time)."""
+    stats = _all_stats()
+    return sum(stats[pid].tree_sys_ticks for pid in tree_pids(root, stats))
 
 
 def parse_system_busy(text: str) -> int:

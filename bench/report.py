@@ -62,6 +62,8 @@ class RunResult:
     p99_ms: float = math.nan
     cpu_ticks: int = 0
     cpu_us_per_req: float = math.nan
+    # The part of cpu_us_per_req spent in the kernel (system time).
+    sys_us_per_req: float = math.nan
     cpu_percent: float = math.nan
     # CPU other processes on the machine used during the run (% of one core): noise gauge.
     other_cpu_percent: float = math.nan
@@ -91,6 +93,7 @@ class SummaryRow:
     spread: dict[str, int]
     spread_ok: bool
     failures: tuple[str, ...] = ()
+    sys_us_per_req: float = math.nan
     rps_ratio: float = math.nan
     p99_ratio: float = math.nan
     cpu_ratio: float = math.nan
@@ -134,6 +137,7 @@ def summarize(runs: Sequence[RunResult], proxy_order: Sequence[str]) -> list[Sum
                 rps=_median(r.rps for r in good),
                 p99_ms=_median(r.p99_ms for r in good),
                 cpu_us_per_req=_median(r.cpu_us_per_req for r in good),
+                sys_us_per_req=_median(r.sys_us_per_req for r in good),
                 cpu_percent=_median(r.cpu_percent for r in good),
                 errors=sum(sum(r.errors.values()) for r in good),
                 spread=dict(sorted(spread.items())),
@@ -198,6 +202,7 @@ def _row_line(row: SummaryRow) -> str:
         _ratio_cell(row.p99_ratio),
         _num(row.cpu_us_per_req, ".1f"),
         _ratio_cell(row.cpu_ratio),
+        _num(row.sys_us_per_req, ".1f"),
         cpu_share,
         str(row.errors),
         _spread_cell(row),
@@ -207,9 +212,9 @@ def _row_line(row: SummaryRow) -> str:
 
 HEADER = (
     "| proxy | conns | req/s | ÷ HAProxy | p99 ms | ÷ HAProxy | CPU µs/req | ÷ HAProxy "
-    "| proxy CPU | errors | spread b1/b2/b3 |"
+    "| of which kernel | proxy CPU | errors | spread b1/b2/b3 |"
 )
-RULE = "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+RULE = "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
 
 
 def render_markdown(
@@ -242,15 +247,16 @@ def render_markdown(
             if len(reason) > SKIP_REASON_MAX:
                 reason = "…" + reason[-SKIP_REASON_MAX:]
             lines.append(
-                f"| {proxy} | {conns} | — | — | — | — | — | — | — | — | SKIPPED: {reason} |"
+                f"| {proxy} | {conns} | — | — | — | — | — | — | — | — | — | SKIPPED: {reason} |"
             )
     lines += [
         "",
         "Medians over the repeats; ÷ HAProxy = this proxy's median / HAProxy's median at the same "
         "connection count (req/s: higher is better; p99 and CPU µs/req: lower is better). "
-        "CPU µs/req = proxy utime+stime (all its processes) during the wrk run / requests; "
-        "proxy CPU = share of one core it used meanwhile. Spread = requests each backend "
-        "served (summed over repeats), ok if every backend got a fair share.",
+        "CPU µs/req = proxy utime+stime (all its processes) during the wrk run / requests, "
+        "of which kernel = its stime part; proxy CPU = share of one core it used meanwhile. "
+        "Spread = requests each backend served (summed over repeats), ok if every backend got "
+        "a fair share.",
     ]
     for note in notes:
         lines += ["", note]

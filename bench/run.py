@@ -48,7 +48,13 @@ from bench.peers import (
     raise_fd_limit,
     start_backends,
 )
-from bench.proc import CLK_TCK, ProcessRegistry, system_busy_ticks, tree_cpu_ticks
+from bench.proc import (
+    CLK_TCK,
+    ProcessRegistry,
+    system_busy_ticks,
+    tree_cpu_ticks,
+    tree_sys_ticks,
+)
 from bench.report import (
     RunResult,
     SummaryRow,
@@ -257,7 +263,7 @@ def measure(
         # What else ran meanwhile: machine busy ticks minus ours (proxy, backends, and wrk,
         # which we reap, so it shows in our children's times).
         sys0, back0, kids0 = system_busy_ticks(), tree_cpu_ticks(backends.managed.pid), _kids()
-        ticks0 = tree_cpu_ticks(managed.pid)
+        ticks0, sys_ticks0 = tree_cpu_ticks(managed.pid), tree_sys_ticks(managed.pid)
         t0 = time.monotonic()
         wrk = run_wrk(reg, opts, url, connections, opts.duration, workdir / "wrk.log")
         wall = time.monotonic() - t0
@@ -265,7 +271,7 @@ def measure(
             raise WrkError(f"{spec.name} exited during the run: {managed.log_tail()}")
         if not backends.managed.alive():
             raise WrkError(_backends_gone(backends))
-        ticks1 = tree_cpu_ticks(managed.pid)
+        ticks1, sys_ticks1 = tree_cpu_ticks(managed.pid), tree_sys_ticks(managed.pid)
         sys1, back1, kids1 = system_busy_ticks(), tree_cpu_ticks(backends.managed.pid), _kids()
         after = backends.offsets()
     except (WrkError, OSError) as exc:
@@ -281,6 +287,7 @@ def measure(
     result.p99_ms = wrk.p99_ms
     result.cpu_ticks = ticks
     result.cpu_us_per_req = cpu_us_per_request(ticks, CLK_TCK, wrk.requests)
+    result.sys_us_per_req = cpu_us_per_request(sys_ticks1 - sys_ticks0, CLK_TCK, wrk.requests)
     result.cpu_percent = 100.0 * ticks / CLK_TCK / wall if wall > 0 else math.nan
     ours = ticks + (back1 - back0) + (kids1 - kids0) * CLK_TCK
     other = max(0.0, (sys1 - sys0) - ours)

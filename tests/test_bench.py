@@ -135,6 +135,7 @@ def test_parse_proc_stat_fields() -> None:
     assert (st.utime, st.stime, st.cutime, st.cstime, st.starttime) == (150, 50, 3, 4, 12345)
     assert st.own_ticks == 200
     assert st.tree_ticks == 207
+    assert st.tree_sys_ticks == 54  # stime + cstime
 
 
 def test_parse_proc_stat_comm_with_spaces_and_parens() -> None:

@@ -27,7 +27,7 @@ HAVE_CC := command -v gcc >/dev/null && $(PY) -c 'import os, sysconfig, sys; \
 $(NATIVE_STAMP): $(STAMP) $(shell find fastlb -name '*.py')
 	@$(HAVE_CC) 2>/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev; }
-	$(PY) -m fastlb._native build
+	$(PY) -c 'from fastlb._native import build; build()'
 	@mkdir -p build && touch $@
 
 compile: $(NATIVE_STAMP)

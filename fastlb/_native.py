@@ -140,9 +140,3 @@ def build() -> None:
     fresh = [m for m in MODULES if compiled_path(m) is None] + stale()
     if fresh:
         raise SystemExit(f"fastlb: mypyc did not build {', '.join(fresh)}")
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["build"]:
-        raise SystemExit("usage: python -m fastlb._native build")
-    build()

@@ -34,6 +34,7 @@ from typing import Final
 MODULES: Final = (
     "fastlb.maglev",
     "fastlb.routing",
+    "fastlb.http.llhttp",
     "fastlb.http.head",
     "fastlb.http.parsers",
     "fastlb.http.response",

@@ -12,13 +12,12 @@ the request means from the same bytes for both, so they cannot disagree on frami
 
 from __future__ import annotations
 
-from typing import Final
-
 import h11
 import httptools
 
 from fastlb.http.errors import HttpError
 from fastlb.http.head import RequestHead, key_field_needle, read_request_head
+from fastlb.http.llhttp import request_validator
 
 __all__ = ["H11HeadParser", "HeadParser", "HttptoolsHeadParser", "make_head_parser"]
 
@@ -32,16 +31,6 @@ class HeadParser:
     def parse(self, raw: bytes) -> RequestHead:
         """Parse one complete request head; HttpError(4xx) if it is malformed or refused."""
         raise NotImplementedError
-
-
-class _Validate:
-    """llhttp's callback object with no callbacks: a Python call per field or per URL piece
-    would cost more than the rest of the head's reading together."""
-
-    __slots__ = ()
-
-
-_VALIDATE: Final = _Validate()
 
 
 class HttptoolsHeadParser(HeadParser):
@@ -59,28 +48,26 @@ class HttptoolsHeadParser(HeadParser):
     def __init__(self, key_header: bytes | None, max_fields: int) -> None:
         self._key_field = None if key_header is None else key_field_needle(key_header)
         self._max_fields = max_fields
-        self._llhttp = httptools.HttpRequestParser(_VALIDATE)
+        self._llhttp = request_validator()
 
     def parse(self, raw: bytes) -> RequestHead:
-        llhttp = self._llhttp
+        clean = False  # whether llhttp ended where it began: a bodiless keep-alive request
         try:
-            llhttp.feed_data(raw)
-        except httptools.HttpParserUpgrade:
-            # CONNECT or an Upgrade field: the head is complete and valid. `read_request_head`
-            # refuses CONNECT, and the rewrite drops Upgrade (hop-by-hop), so the replica sees
-            # plain HTTP.
-            self._llhttp = httptools.HttpRequestParser(_VALIDATE)
-        except httptools.HttpParserError as exc:
-            self._llhttp = httptools.HttpRequestParser(_VALIDATE)
-            raise HttpError(400, f"malformed request: {exc}") from None
-        try:
+            try:
+                self._llhttp.feed_data(raw)
+            except httptools.HttpParserUpgrade:
+                # CONNECT or an Upgrade field: the head is complete and valid. llhttp stops
+                # there, so it is replaced. `read_request_head` refuses CONNECT, and the
+                # rewrite drops Upgrade (hop-by-hop), so the replica sees plain HTTP.
+                return read_request_head(raw, self._key_field, self._max_fields)
+            except httptools.HttpParserError as exc:
+                raise HttpError(400, f"malformed request: {exc}") from None
             head = read_request_head(raw, self._key_field, self._max_fields)
-        except HttpError:
-            self._llhttp = httptools.HttpRequestParser(_VALIDATE)
-            raise
-        if head.length or not head.keep_alive:
-            self._llhttp = httptools.HttpRequestParser(_VALIDATE)
-        return head
+            clean = head.length == 0 and head.keep_alive
+            return head
+        finally:
+            if not clean:
+                self._llhttp = request_validator()
 
 
 class H11HeadParser(HeadParser):

@@ -25,10 +25,11 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+from httptools import HttpParserError, HttpParserUpgrade
 
 from fastlb.http.errors import HttpError
 from fastlb.http.head import CHUNKED, HOP_BY_HOP, UNTIL_CLOSE, comma_tokens
+from fastlb.http.llhttp import response_validator
 
 #: (status, length, keep_alive, out): see the module docstring.
 ResponseHead = tuple[int, int, bool, bytes | None]
@@ -59,15 +60,6 @@ _PLAIN_FIELDS: Final = re.compile(
 _CR: Final = b"\r"
 
 
-class _Validate:
-    """llhttp's callback object with no callbacks: it only validates."""
-
-    __slots__ = ()
-
-
-_VALIDATE: Final = _Validate()
-
-
 def _bad(why: str) -> HttpError:
     return HttpError(502, f"replica sent an invalid response: {why}")
 
@@ -82,7 +74,7 @@ def parse_response_head(
     on drops hop-by-hop fields and says `Connection: close` (or `keep-alive` to an HTTP/1.0
     client) when that is the outcome.
     """
-    parser = HttpResponseParser(_VALIDATE)
+    parser = response_validator()
     try:
         parser.feed_data(head)
     except HttpParserUpgrade:
@@ -144,7 +136,7 @@ class ResponseReader:
     __slots__ = ("_llhttp",)
 
     def __init__(self) -> None:
-        self._llhttp = HttpResponseParser(_VALIDATE)
+        self._llhttp = response_validator()
 
     def read(
         self,
@@ -174,7 +166,7 @@ class ResponseReader:
                 try:
                     llhttp.feed_data(data)
                 except (HttpParserError, HttpParserUpgrade) as exc:
-                    self._llhttp = HttpResponseParser(_VALIDATE)
+                    self._llhttp = response_validator()
                     raise _bad(str(exc)) from None
                 return llhttp.get_status_code(), length, _plain_keep_alive(lower), None
         return parse_response_head(head, head_request, client_keep_alive, client_http11)

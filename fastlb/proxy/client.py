@@ -292,7 +292,7 @@ class ClientConnection:
             if end + length == len(data):
                 # The whole response in one read, the common case: relay it and finish.
                 self.write(data if out is None else out + data[end:])
-                if self.server.access_log is not None:
+                if server.access_log is not None:
                     self.resp_status = status
                     self.resp_length = length
                 self._response_done(keep, client_keep)
@@ -612,7 +612,7 @@ class ClientConnection:
                 bucket += 1
             upstream.duration_counts[bucket] += 1
             if self.server.access_log is not None:
-                self._log_access(upstream.name, self.resp_status, self.resp_length)
+                self._log_access(upstream.name, self.resp_status, self.resp_length, elapsed)
             # _use(None), inlined: the exchange leaves the in-flight count.
             upstream.active -= 1
             self.upstream = None
@@ -676,13 +676,12 @@ class ClientConnection:
             and not self.server.draining
         )
 
-    def _log_access(self, replica: str, status: int, length: int) -> None:
+    def _log_access(self, replica: str, status: int, length: int, elapsed: float) -> None:
         """One access-log line; `length` is the body's (< 0: chunked or close-delimited)."""
         head = self.head
         log = self.server.access_log
         assert head is not None and log is not None
         size = b"%d" % length if length >= 0 else b"-"
-        elapsed = monotonic() - self.t0
         log.add(
             b"%s %s %s %s %d %s %.3f\n"
             % (self.ip, head.method, head.target, replica.encode(), status, size, elapsed * 1e3)
@@ -694,7 +693,7 @@ class ClientConnection:
             return
         if self.server.access_log is not None and self.head is not None:
             body = len(response) - response.find(b"\r\n\r\n") - 4
-            self._log_access("-", int(response[9:12]), body)
+            self._log_access("-", int(response[9:12]), body, monotonic() - self.t0)
         self.write(response)
         if self._can_keep():
             self._next_request(self.buf, monotonic())

@@ -18,6 +18,7 @@ import os
 import random
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Final, cast
@@ -76,13 +77,15 @@ class Replica:
 class _Slot:
     """A response waiting for its delay and for the responses before it (pipelining keeps order)."""
 
-    __slots__ = ("close", "data", "handle", "ready")
+    __slots__ = ("close", "data", "due", "handle", "ready")
 
     def __init__(self, data: bytes, close: bool) -> None:
         self.data = data
         self.close = close
         self.ready = False
         self.handle: asyncio.TimerHandle | None = None
+        #: When the delay is over, on the monotonic clock (see ReplicaProtocol._release).
+        self.due = 0.0
 
 
 class ReplicaProtocol(asyncio.Protocol):
@@ -264,12 +267,19 @@ class ReplicaProtocol(asyncio.Protocol):
         self.pending.append(slot)
         delay = self.replica.delay()
         if delay > 0.0:
+            slot.due = time.monotonic() + delay
             slot.handle = self.replica.loop.call_later(delay, self._release, slot)
         else:
             slot.ready = True
             self._drain()
 
     def _release(self, slot: _Slot) -> None:
+        # uvloop's timers run on the loop's millisecond clock, read once per iteration: one
+        # can fire up to a millisecond early. A response is never sent before its delay.
+        left = slot.due - time.monotonic()
+        if left > 0.0:
+            slot.handle = self.replica.loop.call_later(left, self._release, slot)
+            return
         slot.handle = None
         slot.ready = True
         self._drain()

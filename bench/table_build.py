@@ -65,7 +65,7 @@ async def run(sizes: list[int], repeat: int, table: str) -> None:
                 f"| {statistics.median(inline) * 1e3:.1f} | {statistics.median(worker) * 1e3:.1f} |"
             )
     finally:
-        builder.close()
+        await builder.close()
 
 
 def main() -> None:

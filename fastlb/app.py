@@ -153,7 +153,7 @@ class Balancer:
         for observer in self.observers:
             await observer.close()
         await self.cluster.close()
-        self.tables.close()
+        await self.tables.close()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

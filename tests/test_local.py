@@ -79,8 +79,8 @@ def test_no_orphans_whatever_signal_ends_fastlb(
 ) -> None:
     tag = f"orphan{uuid.uuid4().hex[:8]}"
     lb = start_fastlb(local_config(tag))
-    # A replica added while serving: its table is built by the worker process, which (and
-    # the multiprocessing helper beside it) must not outlive fastlb either.
+    # A replica added while serving: its table is built by the worker process, which must
+    # not outlive fastlb either.
     conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=30)
     conn.request("POST", "/add", body=json.dumps({"n": 1, "hostnames": [f"{tag}-4"]}))
     assert conn.getresponse().status == 200

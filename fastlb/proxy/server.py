@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from time import monotonic
 from typing import Any, cast
@@ -54,27 +55,31 @@ class ProxyServer:
         self.rejected = 0  # paths the replicas do not serve (the spec's 400)
         self.retries = 0  # requests sent again: to the next candidate or on a fresh connection
         self.own_responses: dict[int, int] = {}  # status -> errors fastlb sent with no replica
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.TimerHandle | None = None
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self._server is not None
+        assert self._servers
         # uvloop's Server has asyncio.Server's interface without being its subclass, and its
         # `sockets` is a list, not the tuple typeshed promises (mypyc checks such types).
-        sockets: Any = cast(Any, self._server).sockets
+        sockets: Any = cast(Any, self._servers[0]).sockets
         sockname = sockets[0].getsockname()
         return sockname[0], sockname[1]
 
     async def start(self) -> None:
+        """Listen on every address the listen host resolves to (as create_server would)."""
         host, port = self.listen
-        self._server = await self.loop.create_server(
-            lambda: cast(asyncio.Protocol, ClientConnection(self)),
-            host,
-            port,
-            backlog=self.config.backlog,
-            reuse_address=True,
-        )
+        try:
+            for sock in listening_sockets(host, port, self.config.backlog):
+                self._servers.append(
+                    await self.loop.create_server(
+                        lambda: cast(asyncio.Protocol, ClientConnection(self)), sock=sock
+                    )
+                )
+        except BaseException:
+            self.stop_accepting()
+            raise
         self._sweeper = self.loop.call_later(self.tick, self._sweep)
 
     def reconfigure(self, config: ProxyConfig, key_spec: str) -> None:
@@ -118,8 +123,8 @@ class ProxyServer:
         self._sweeper = self.loop.call_later(self.tick, self._sweep)
 
     def stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let exchanges in flight finish (up to `grace` s), close the rest.
@@ -144,5 +149,41 @@ class ProxyServer:
         if self.route is not None:
             for upstream in self.route.upstreams:
                 upstream.close_idle()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()
+
+
+def listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
+    """Sockets bound and listening on each address `host` resolves to.
+
+    Bound here, not by create_server(host, port): uvloop resolves the host there in libuv's
+    thread pool, which starts four threads that then idle for fastlb's whole life, and a
+    process with threads pays for them on every socket call of the data path (the kernel counts
+    file references atomically, glibc takes its malloc and cancellation locks). The blocking
+    resolution here runs once, before anything is served.
+    """
+    infos = socket.getaddrinfo(
+        host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+    )
+    sockets: list[socket.socket] = []
+    bound: set[tuple[int, Any]] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in bound:
+                continue
+            bound.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # Each family gets its own socket, as asyncio does: "::" must not also claim
+                # the IPv4 port the next socket binds.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets

@@ -100,7 +100,6 @@ class ClientConnection:
         "ip",
         "key",
         "local_handler",
-        "out",
         "out_head",
         "pauses",
         "pending",
@@ -129,10 +128,7 @@ class ClientConnection:
 
     def __init__(self, server: ProxyServer) -> None:
         self.server = server
-        #: Every write, to the client and to its replica, is queued here and made when the
-        #: event loop's round ends (fastlb/proxy/outbox.py says why).
-        self.out = server.outbox
-        # Set on connect. `write` is the transport's bound write: the hot path queues it twice
+        # Set on connect. `write` is the transport's bound write: the hot path calls it twice
         # per exchange, so the method is looked up once per connection, not once per write.
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.write: Callable[[bytes], object] = unconnected
@@ -242,11 +238,11 @@ class ClientConnection:
             n = len(data)
             if n < left:
                 self.resp_left = left - n
-                self.out.send(self.write, data)
+                self.write(data)
                 return
             if n > left:
                 data = data[:left]  # bytes past the response: the connection is out of step
-            self.out.send(self.write, data)
+            self.write(data)
             self._response_done(self.resp_keep and n == left, self.client_keep)
             return
         if rs == R_HEAD:
@@ -287,7 +283,7 @@ class ClientConnection:
             if status >= 200:
                 break
             # An interim 1xx response: relay it, the final response follows.
-            self.out.send(self.write, data[:end] if out is None else out)
+            self.write(data[:end] if out is None else out)
             start = end
         codes = upstream.status_counts
         codes[status] += 1
@@ -295,7 +291,7 @@ class ClientConnection:
         if length >= 0:
             if end + length == len(data):
                 # The whole response in one read, the common case: relay it and finish.
-                self.out.send(self.write, data if out is None else out + data[end:])
+                self.write(data if out is None else out + data[end:])
                 if server.access_log is not None:
                     self.resp_status = status
                     self.resp_length = length
@@ -341,14 +337,13 @@ class ClientConnection:
             self.resp_keep = False  # bytes past the response: the connection is out of step
         if head_out is None:
             if end == len(data):
-                self.out.send(self.write, data)  # head and body as received: no copy
+                self.write(data)  # head and body as received: no copy
             elif end:
-                self.out.send(self.write, data[:end])
+                self.write(data[:end])
         elif end - start < 65536:
-            self.out.send(self.write, head_out + data[start:end])  # one syscall, a small copy
+            self.write(head_out + data[start:end])  # one syscall, a small copy
         else:
-            self.out.send(self.write, head_out)
-            self.out.send(self.write, data[start:end])
+            self.transport.writelines((head_out, data[start:end]))
         if done:
             self._response_done(self.resp_keep, self.client_keep)
 
@@ -507,7 +502,7 @@ class ClientConnection:
                 data, rest = data[:end], data[end:]
         backend = self.backend
         if backend is not None:
-            self.out.send(backend.write, data)
+            backend.write(data)
         else:
             if self.pending is None:
                 self.pending = []
@@ -573,10 +568,10 @@ class ClientConnection:
         if pending:
             self.pending = None
             self.pending_bytes = 0
-            self.out.send(backend.write, b"".join([self.out_head, *pending]))
+            backend.write(b"".join([self.out_head, *pending]))
         else:
             # out_head stays until the response starts: a stale pooled connection resends it.
-            self.out.send(backend.write, self.out_head)
+            backend.write(self.out_head)
 
     def _next_candidate(self) -> None:
         """The chosen replica refused or timed out before a byte was sent: try the next one."""
@@ -653,7 +648,7 @@ class ClientConnection:
         self.server.refused += 1
         self._abandon_exchange()
         if self.state != CLOSED:
-            self.out.send(self.write, error_response(status, message, close=True))
+            self.write(error_response(status, message, close=True))
             self._close()
 
     def _backend_failed(self, status: int, message: str) -> None:
@@ -699,7 +694,7 @@ class ClientConnection:
         if self.server.access_log is not None and self.head is not None:
             body = len(response) - response.find(b"\r\n\r\n") - 4
             self._log_access("-", int(response[9:12]), body, monotonic() - self.t0)
-        self.out.send(self.write, response)
+        self.write(response)
         if self._can_keep():
             self._next_request(self.buf, monotonic())
         else:
@@ -807,7 +802,6 @@ class ClientConnection:
             self.state = CLOSED
             self.deadline = 0.0
             self.server.clients.discard(self)
-            self.out.flush()  # what is queued for this connection leaves before it closes
             self.transport.close()
 
     # ---------------------------------------------------------------- flow control

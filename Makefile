@@ -3,21 +3,38 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?=
+# The interpreter the venv is made from: Debian's own when there is one, even if another
+# python3 comes first on PATH (pyenv's, say). Debian's links CPython into its executable; a
+# default pyenv build runs it from libpython3.11.so, a position-independent shared library,
+# and every C-API call of the data path pays for that: `python -m bench.exchange` measured
+# fastlb's own work per request 18% slower on one, and a whole request 6% dearer in CPU
+# (README, "Which Python"). `make PYTHON=python3.12 ...` picks another; changing it remakes
+# the venv.
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 
-.PHONY: all setup compile run test lint typecheck unit bench report images clean
+.PHONY: all setup compile run test lint typecheck unit bench report images clean FORCE
 
 all: test
 
 # Debian's python3 lacks venv/ensurepip until python3-venv is installed.
-$(STAMP): setup.cfg pyproject.toml
-	@python3 -c 'import venv, ensurepip' 2>/dev/null || \
+$(STAMP): setup.cfg pyproject.toml $(VENV)/.interpreter
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip; }
-	python3 -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
+	echo '$(PYTHON)' > $(VENV)/.interpreter
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 setup: $(STAMP)
+
+# Rewritten (so newer than the stamp) only when PYTHON names another interpreter than the one
+# the venv was made from; `venv --clear` above then makes it afresh.
+$(VENV)/.interpreter: FORCE
+	@mkdir -p $(VENV)
+	@echo '$(PYTHON)' | cmp -s - $@ || echo '$(PYTHON)' > $@
+
+FORCE:
 
 # The data path compiled to C by mypyc (fastlb/_native.py says why and which modules); built
 # again whenever a source changes. fastlb runs the same code from source where it is not built.

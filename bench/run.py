@@ -373,8 +373,30 @@ def versions(opts: Options) -> dict[str, str]:
         binary = find_binary(name)
         found[name] = _version([binary, flag]) if binary else "not installed"
     found["fastlb"] = _version([opts.python, "-m", "fastlb", "--version"])
-    found["python"] = platform.python_version()
+    found["python"] = interpreter(opts.python)
     return found
+
+
+# Run by fastlb's interpreter: its version, the executable a venv was made from, and whether
+# CPython runs from a shared libpython mapped into the process.
+_INTERPRETER_PROBE = (
+    "import platform, sys; "
+    "shared = any('libpython' in line for line in open('/proc/self/maps')); "
+    "print(platform.python_version(), getattr(sys, '_base_executable', sys.executable), shared)"
+)
+
+
+def interpreter(python: str) -> str:
+    """Which CPython fastlb runs on, and how it is built: the same fastlb costs more CPU on a
+    CPython run from the shared libpython (README, "Which Python"), so a table made on one is
+    not comparable with a table made on the other."""
+    probe = _version([python, "-c", _INTERPRETER_PROBE])
+    fields = probe.rsplit(" ", 2)
+    if len(fields) != 3 or fields[2] not in ("True", "False"):
+        return probe  # what went wrong, as _version put it
+    version, executable, shared = fields
+    linked = "from the shared libpython" if shared == "True" else "linked into the executable"
+    return f"{version} ({executable}, {linked})"
 
 
 def _cpu_model() -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -440,3 +441,21 @@ def test_rounds_rotate_which_proxy_runs_first() -> None:
     orders = [round_order(proxies, r) for r in (1, 2, 3, 4)]
     assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
     assert round_order([], 2) == []
+
+
+def test_interpreter_says_how_cpython_is_linked() -> None:
+    from bench.run import interpreter
+
+    # This process is the interpreter fastlb runs on in the suite: ask it the same directly.
+    maps = Path("/proc/self/maps").read_text()
+    shared = "libpython" in maps
+    linked = "from the shared libpython" if shared else "linked into the executable"
+    base = getattr(sys, "_base_executable", sys.executable)
+    assert interpreter(sys.executable) == f"{platform.python_version()} ({base}, {linked})"
+
+
+def test_interpreter_reports_a_python_that_does_not_run(tmp_path: Path) -> None:
+    from bench.run import interpreter
+
+    assert interpreter(str(tmp_path / "missing")).startswith("unavailable (")
+    assert interpreter(shutil.which("false") or "/bin/false") == "not runnable"

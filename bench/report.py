@@ -1,8 +1,8 @@
 """Results of the benchmark: per-run records, medians, ratios to HAProxy, the markdown table.
 
 Why pure: the table is what people read and quote, so how it is computed (medians over the
-repeats, ratio = proxy median / HAProxy median at the same connection count, the spread rule)
-is unit-tested without running any server.
+repeats, ratio = proxy median / HAProxy median at the same connection count, the round-by-round
+ratios, the spread rule) is unit-tested without running any server.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ __all__ = [
     "SummaryRow",
     "cpu_us_per_request",
     "noise_note",
+    "paired_table",
     "render_markdown",
     "spread_ok",
     "summarize",
@@ -289,3 +290,58 @@ def noise_note(runs: Sequence[RunResult], warn_percent: float = NOISE_WARN_PERCE
             "trusting the ratios."
         )
     return text
+
+
+def _paired(runs: Sequence[RunResult], proxy: str, conns: int, attr: str) -> list[float]:
+    """`attr` of each good run of `proxy` ÷ that of HAProxy's good run in the same round."""
+    ref = {
+        r.round: getattr(r, attr)
+        for r in runs
+        if r.proxy == REFERENCE and r.connections == conns and r.failure is None
+    }
+    ratios = []
+    for r in sorted(runs, key=lambda r: r.round):
+        if r.proxy == proxy and r.connections == conns and r.failure is None and r.round in ref:
+            ratio = _ratio(getattr(r, attr), ref[r.round])
+            if not math.isnan(ratio):
+                ratios.append(ratio)
+    return ratios
+
+
+def _paired_cell(ratios: Sequence[float]) -> str:
+    if not ratios:
+        return "—"
+    rounds = ", ".join(f"{x:.2f}" for x in ratios)
+    return f"{statistics.median(ratios):.2f}x ({rounds})"
+
+
+def paired_table(runs: Sequence[RunResult], proxy_order: Sequence[str]) -> str:
+    """Each proxy against HAProxy round by round: every run ÷ HAProxy's run of the same round,
+    then the median over the rounds; "" without HAProxy runs.
+
+    Why, beside the ratio of medians: this machine's speed drifts by up to 20% within minutes,
+    and a proxy's median and HAProxy's can come from different rounds, one slow and one fast.
+    A round's two runs are a minute apart at most, so their ratio carries less of the drift;
+    the per-round values show how far the rounds agree.
+    """
+    if not any(r.proxy == REFERENCE for r in runs):
+        return ""
+    lines = [
+        "Round by round against HAProxy (each run ÷ HAProxy's run in the same round; the median, "
+        "then each round's value):",
+        "",
+        "| proxy | conns | req/s ÷ HAProxy | CPU µs/req ÷ HAProxy |",
+        "|---|--:|--:|--:|",
+    ]
+    order = list(dict.fromkeys([*proxy_order, *(r.proxy for r in runs)]))
+    for proxy in order:
+        if proxy == REFERENCE:
+            continue
+        for conns in sorted({r.connections for r in runs if r.proxy == proxy}):
+            rps = _paired(runs, proxy, conns, "rps")
+            cpu = _paired(runs, proxy, conns, "cpu_us_per_req")
+            if rps or cpu:
+                lines.append(
+                    f"| {proxy} | {conns} | {_paired_cell(rps)} | {_paired_cell(cpu)} |"
+                )
+    return "\n".join(lines)

@@ -60,6 +60,7 @@ from bench.report import (
     SummaryRow,
     cpu_us_per_request,
     noise_note,
+    paired_table,
     render_markdown,
     spread_ok,
     summarize,
@@ -515,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         opts.connections,
         proxy_order=opts.only,
         preamble=preamble(opts, vers, started),
-        notes=[noise_note(runs)],
+        notes=[note for note in (paired_table(runs, opts.only), noise_note(runs)) if note],
     )
     meta: dict[str, Any] = {
         "started": started,

@@ -34,6 +34,7 @@ from bench.report import (
     RunResult,
     cpu_us_per_request,
     noise_note,
+    paired_table,
     render_markdown,
     spread_ok,
     summarize,
@@ -279,6 +280,25 @@ def test_render_markdown_rows_ratios_and_skips() -> None:
     assert all(ln.count(" | ") == table[0].count(" | ") for ln in body[1:])
     assert "ok 30/33/36% (b1 10, b2 11, b3 12)" in body[1]
     assert "median 1% (max 1%)" in md and "WARNING" not in md
+
+
+def test_paired_table_divides_within_each_round() -> None:
+    runs = [
+        _run("haproxy", 64, 1, 40_000, 2.0, 20.0),
+        _run("haproxy", 64, 2, 80_000, 3.0, 10.0),
+        _run("haproxy", 64, 3, 50_000, 9.0, 16.0),
+        _run("fastlb-httptools", 64, 1, 36_000, 4.0, 22.0),
+        _run("fastlb-httptools", 64, 2, 76_000, 6.0, 11.0),
+        # HAProxy's run of round 3 pairs with nothing: this one failed.
+        RunResult(proxy="fastlb-httptools", connections=64, round=3, failure="it died"),
+        _run("nginx", 256, 1, 1.0, 1.0, 1.0),  # no HAProxy run at 256 to divide by
+    ]
+    lines = paired_table(runs, ["fastlb-httptools", "haproxy", "nginx"]).splitlines()
+    assert lines[2] == "| proxy | conns | req/s ÷ HAProxy | CPU µs/req ÷ HAProxy |"
+    # Rounds 1 and 2: 0.90 and 0.95 (median 0.925); CPU 1.10 and 1.10. The ratio of medians
+    # would say 56,000 / 50,000 = 1.12x: HAProxy's median is round 3's, fastlb has none there.
+    assert lines[4:] == ["| fastlb-httptools | 64 | 0.93x (0.90, 0.95) | 1.10x (1.10, 1.10) |"]
+    assert paired_table([_run("nginx", 64, 1, 1.0, 1.0, 1.0)], ["nginx"]) == ""
 
 
 def test_noise_note_warns_when_machine_was_busy() -> None:

@@ -6,7 +6,9 @@ Why it is built this way:
   started fresh for each run and stopped by pid after it.
 - Drift: proxies are interleaved (each round runs every proxy at every connection count, each
   round starting one proxy further along) and the table reports medians over the rounds, so a
-  slow minute of the machine hits all alike and no proxy always runs first.
+  slow minute of the machine hits all alike and no proxy always runs first. HAProxy runs next
+  to fastlb-httptools in every round, and each run is also divided by HAProxy's run of its
+  round (`paired_table`): medians of different rounds can differ by the machine's drift.
 - Cost, not just speed: proxy CPU µs per request comes from /proc utime+stime of the proxy's
   own processes, which stays meaningful when the client side, not the proxy, is the limit.
 - Correctness: a proxy that answers fast but sends everything to one backend is not
@@ -56,6 +58,7 @@ from bench.proc import (
     tree_sys_ticks,
 )
 from bench.report import (
+    REFERENCE,
     RunResult,
     SummaryRow,
     cpu_us_per_request,
@@ -300,11 +303,25 @@ def measure(
 
 
 def round_order(proxies: Sequence[str], round_no: int) -> list[str]:
-    """The proxies in the order round `round_no` (from 1) runs them: each round starts one
-    further along, so that no proxy always runs first (on this VM the machine's speed drifts
-    within a run, and the first run of a round followed a different proxy's heaviest load)."""
-    shift = (round_no - 1) % len(proxies) if proxies else 0
-    return [*proxies[shift:], *proxies[:shift]]
+    """The proxies in the order round `round_no` (from 1) runs them.
+
+    Each round starts one further along, so that no proxy always runs first (on this VM the
+    machine's speed drifts within a run, and the first run of a round followed a different
+    proxy's heaviest load). HAProxy runs next to the first proxy listed (fastlb-httptools, the
+    one the issue's target compares with it), before it in odd rounds and after it in even
+    ones: the machine's speed drifts by up to 20% within minutes, and the round-by-round ratio
+    of those two should carry as little of that as the order allows.
+    """
+    if REFERENCE not in proxies or len(proxies) < 3 or proxies[0] == REFERENCE:
+        shift = (round_no - 1) % len(proxies) if proxies else 0
+        return [*proxies[shift:], *proxies[:shift]]
+    headline = proxies[0]
+    others = [p for p in proxies if p != REFERENCE]
+    shift = (round_no - 1) % len(others)
+    order = [*others[shift:], *others[:shift]]
+    at = order.index(headline) + (round_no % 2 == 0)
+    order.insert(at, REFERENCE)
+    return order
 
 
 def bench_loop(
@@ -423,7 +440,8 @@ def preamble(opts: Options, vers: dict[str, str], started: str) -> list[str]:
         f"- machine: {os.cpu_count()} CPUs, {_cpu_model()}; {pinning}",
         f"- load: wrk -t{opts.threads} -c{{{conns}}} -d{opts.duration}s --latency "
         f"-s bench/paths.lua (4096 distinct paths), {opts.warmup}s unmeasured warmup, "
-        f"{opts.repeat} interleaved round(s) (each starting one proxy further along), "
+        f"{opts.repeat} interleaved round(s) (each starting one proxy further along, HAProxy "
+        "next to the first proxy, before it and after it in turn), "
         "each proxy started fresh per run",
         "- versions: " + "; ".join(f"{k}: {v}" for k, v in vers.items()),
     ]

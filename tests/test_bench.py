@@ -463,6 +463,24 @@ def test_rounds_rotate_which_proxy_runs_first() -> None:
     assert round_order([], 2) == []
 
 
+def test_haproxy_runs_next_to_the_first_proxy_on_either_side_in_turn() -> None:
+    from bench.run import round_order
+
+    proxies = ["fast", "pure", "haproxy", "nginx"]
+    orders = [round_order(proxies, r) for r in (1, 2, 3, 4)]
+    assert orders == [
+        ["haproxy", "fast", "pure", "nginx"],
+        ["pure", "nginx", "fast", "haproxy"],
+        ["nginx", "haproxy", "fast", "pure"],
+        ["fast", "haproxy", "pure", "nginx"],
+    ]
+    # Every proxy but HAProxy still opens a round in turn, and each round runs each once.
+    assert [o[0] for o in orders if o[0] != "haproxy"] == ["pure", "nginx", "fast"]
+    assert all(sorted(o) == sorted(proxies) for o in orders)
+    # Only two proxies: plain rotation, which alternates them anyway.
+    assert round_order(["fast", "haproxy"], 2) == ["haproxy", "fast"]
+
+
 def test_interpreter_says_how_cpython_is_linked() -> None:
     from bench.run import interpreter
 

@@ -17,6 +17,7 @@ import math
 import os
 import random
 import signal
+import socket
 import sys
 import time
 from collections import deque
@@ -325,6 +326,18 @@ def _authority(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The replica's listening socket, bound here rather than by create_server(host, port):
+    uvloop resolves a host there in libuv's thread pool, whose four threads would then idle
+    for the replica's whole life and make every socket call of the process dearer (fastlb's
+    own listener avoids them the same way). `host` is resolved once, blocking, before serving.
+    """
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    sock = socket.create_server((host, port), family=family, backlog=1024)
+    sock.setblocking(False)
+    return sock
+
+
 async def _serve(
     name: str, dataset: Dataset, host: str, port: int, latency: float, jitter: float
 ) -> int:
@@ -332,7 +345,7 @@ async def _serve(
     replica = Replica(Api(name, dataset, _authority(host, port)), loop, latency, jitter)
     try:
         server = await loop.create_server(
-            lambda: ReplicaProtocol(replica), host, port, backlog=1024, reuse_address=True
+            lambda: ReplicaProtocol(replica), sock=_listening_socket(host, port)
         )
     except OSError as exc:
         print(f"replica {name}: cannot listen on {_authority(host, port)}: {exc.strerror or exc}",

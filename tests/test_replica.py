@@ -591,6 +591,24 @@ def test_port_in_use_exits_1(replica: Running) -> None:
     assert b"cannot listen" in done.stderr
 
 
+def test_runs_as_one_thread(replica: Running) -> None:
+    # No idle thread pool (uvloop resolves create_server's host in libuv's): a process with
+    # threads pays for them on every socket call.
+    status = Path(f"/proc/{replica.proc.pid}/status").read_text()
+    assert "\nThreads:\t1\n" in status
+
+
+def test_address_not_on_this_machine_exits_1_and_says_why() -> None:
+    # 192.0.2.1 (TEST-NET-1) is on no interface here: bind fails, nothing is sent anywhere.
+    done = subprocess.run(
+        [sys.executable, "-m", "replica", "--name", "Lost", "--host", "192.0.2.1"],
+        cwd=REPO, env=_child_env(None), capture_output=True, timeout=START_TIMEOUT, check=False,
+    )
+    assert done.returncode == 1
+    assert b"replica Lost: cannot listen on 192.0.2.1:" in done.stderr
+    assert b"assign requested address" in done.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -63,7 +63,7 @@ typecheck: setup
 unit: compile
 	$(PY) -m pytest -q
 	FASTLB_PURE=1 $(PY) -m pytest -q tests/test_proxy.py tests/test_parsers.py \
-	  tests/test_response.py tests/test_native.py
+	  tests/test_response.py tests/test_native.py tests/test_outbox.py
 
 test: lint typecheck unit
 

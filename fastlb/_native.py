@@ -40,6 +40,7 @@ MODULES: Final = (
     "fastlb.http.response",
     "fastlb.http.rewrite",
     "fastlb.http.framing",
+    "fastlb.proxy.outbox",
     "fastlb.proxy.upstream",
     "fastlb.proxy.client",
     "fastlb.proxy.server",

@@ -100,6 +100,7 @@ class ClientConnection:
         "ip",
         "key",
         "local_handler",
+        "out",
         "out_head",
         "pauses",
         "pending",
@@ -128,7 +129,10 @@ class ClientConnection:
 
     def __init__(self, server: ProxyServer) -> None:
         self.server = server
-        # Set on connect. `write` is the transport's bound write: the hot path calls it twice
+        #: Every write, to the client and to its replica, is queued here and made when the
+        #: event loop's round ends (fastlb/proxy/outbox.py says why).
+        self.out = server.outbox
+        # Set on connect. `write` is the transport's bound write: the hot path queues it twice
         # per exchange, so the method is looked up once per connection, not once per write.
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.write: Callable[[bytes], object] = unconnected
@@ -238,11 +242,11 @@ class ClientConnection:
             n = len(data)
             if n < left:
                 self.resp_left = left - n
-                self.write(data)
+                self.out.send(self.write, data)
                 return
             if n > left:
                 data = data[:left]  # bytes past the response: the connection is out of step
-            self.write(data)
+            self.out.send(self.write, data)
             self._response_done(self.resp_keep and n == left, self.client_keep)
             return
         if rs == R_HEAD:
@@ -283,7 +287,7 @@ class ClientConnection:
             if status >= 200:
                 break
             # An interim 1xx response: relay it, the final response follows.
-            self.write(data[:end] if out is None else out)
+            self.out.send(self.write, data[:end] if out is None else out)
             start = end
         codes = upstream.status_counts
         codes[status] += 1
@@ -291,7 +295,7 @@ class ClientConnection:
         if length >= 0:
             if end + length == len(data):
                 # The whole response in one read, the common case: relay it and finish.
-                self.write(data if out is None else out + data[end:])
+                self.out.send(self.write, data if out is None else out + data[end:])
                 if server.access_log is not None:
                     self.resp_status = status
                     self.resp_length = length
@@ -337,13 +341,14 @@ class ClientConnection:
             self.resp_keep = False  # bytes past the response: the connection is out of step
         if head_out is None:
             if end == len(data):
-                self.write(data)  # head and body as received: no copy
+                self.out.send(self.write, data)  # head and body as received: no copy
             elif end:
-                self.write(data[:end])
+                self.out.send(self.write, data[:end])
         elif end - start < 65536:
-            self.write(head_out + data[start:end])  # one syscall, a small copy
+            self.out.send(self.write, head_out + data[start:end])  # one syscall, a small copy
         else:
-            self.transport.writelines((head_out, data[start:end]))
+            self.out.send(self.write, head_out)
+            self.out.send(self.write, data[start:end])
         if done:
             self._response_done(self.resp_keep, self.client_keep)
 
@@ -502,7 +507,7 @@ class ClientConnection:
                 data, rest = data[:end], data[end:]
         backend = self.backend
         if backend is not None:
-            backend.write(data)
+            self.out.send(backend.write, data)
         else:
             if self.pending is None:
                 self.pending = []
@@ -568,10 +573,10 @@ class ClientConnection:
         if pending:
             self.pending = None
             self.pending_bytes = 0
-            backend.write(b"".join([self.out_head, *pending]))
+            self.out.send(backend.write, b"".join([self.out_head, *pending]))
         else:
             # out_head stays until the response starts: a stale pooled connection resends it.
-            backend.write(self.out_head)
+            self.out.send(backend.write, self.out_head)
 
     def _next_candidate(self) -> None:
         """The chosen replica refused or timed out before a byte was sent: try the next one."""
@@ -648,7 +653,7 @@ class ClientConnection:
         self.server.refused += 1
         self._abandon_exchange()
         if self.state != CLOSED:
-            self.write(error_response(status, message, close=True))
+            self.out.send(self.write, error_response(status, message, close=True))
             self._close()
 
     def _backend_failed(self, status: int, message: str) -> None:
@@ -694,7 +699,7 @@ class ClientConnection:
         if self.server.access_log is not None and self.head is not None:
             body = len(response) - response.find(b"\r\n\r\n") - 4
             self._log_access("-", int(response[9:12]), body, monotonic() - self.t0)
-        self.write(response)
+        self.out.send(self.write, response)
         if self._can_keep():
             self._next_request(self.buf, monotonic())
         else:
@@ -802,6 +807,7 @@ class ClientConnection:
             self.state = CLOSED
             self.deadline = 0.0
             self.server.clients.discard(self)
+            self.out.flush()  # what is queued for this connection leaves before it closes
             self.transport.close()
 
     # ---------------------------------------------------------------- flow control

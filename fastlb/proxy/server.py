@@ -13,6 +13,7 @@ from fastlb.config import ProxyConfig
 from fastlb.http.parsers import HeadParser, make_head_parser
 from fastlb.observe.access import AccessLog
 from fastlb.proxy.client import ClientConnection, LocalHandler
+from fastlb.proxy.outbox import Outbox
 from fastlb.proxy.upstream import Upstream
 from fastlb.routing import KeyFunction, Route, make_key
 
@@ -48,6 +49,8 @@ class ProxyServer:
         #: Called with a replica's name when the data path saw it refuse or reset.
         self.on_suspect: Callable[[str], None] | None = None
         self.reconfigure(config, key_spec)
+        #: The writes of the connections, sent when the event loop's round ends.
+        self.outbox = Outbox(self.loop)
         self.clients: set[ClientConnection] = set()
         # Plain-int counters, read at scrape time.
         self.requests = 0  # request heads parsed and dispatched (or answered by fastlb)
@@ -134,6 +137,7 @@ class ProxyServer:
         """
         self.stop_accepting()
         self.draining = True
+        self.outbox.flush()
         deadline = self.loop.time() + grace
         while self.loop.time() < deadline:
             for client in [c for c in self.clients if c.state == 0 and not c.buf]:

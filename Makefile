@@ -7,7 +7,7 @@ CONFIG ?=
 # python3 comes first on PATH (pyenv's, say). Debian's links CPython into its executable; a
 # default pyenv build runs it from libpython3.11.so, a position-independent shared library,
 # and every C-API call of the data path pays for that: `python -m bench.exchange` measured
-# fastlb's own work per request 18% slower on one, and a whole request 6% dearer in CPU
+# fastlb's own work per request taking 22% longer on one, and a whole request 6% dearer in CPU
 # (README, "Which Python"). `make PYTHON=python3.12 ...` picks another; changing it remakes
 # the venv.
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
@@ -333,9 +334,14 @@ def chromium(profile: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
         "--window-size=1280,900", "about:blank",
     ]
+    # Chromium keeps its singleton socket in a directory of its own under TMPDIR and removes
+    # it only on a clean exit: in a TMPDIR of ours, removed below, it does not stay in /tmp
+    # after the kill. A short path, not under the profile: a unix socket's path must fit in
+    # 108 bytes, and Chromium aborts when it does not.
+    tmp = Path(tempfile.mkdtemp(prefix="fastlb-chromium-"))
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        start_new_session=True, env={**os.environ, "TMPDIR": str(tmp)},
     )
     try:
         yield proc, port
@@ -343,6 +349,7 @@ def chromium(profile: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
         # A helper that left the group (none should) is found by its profile path.
         marker = str(profile).encode()
         strays = []

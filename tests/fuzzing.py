@@ -758,9 +758,11 @@ def head_violations(raw: bytes) -> list[str]:
         found.append("CONNECT (policy: 405)")
     if _TARGET_BYTE.fullmatch(target) is None or re.search(rb"%(?![0-9A-Fa-f]{2})", target):
         found.append("request-target bytes outside RFC 3986 (RFC 9112 §3.2)")
+    found += _target_form(method, target)
     hosts: list[bytes] = []
     cls: list[bytes] = []
     tes: list[bytes] = []
+    expects: list[bytes] = []
     for f in fields:
         if f[:1] in (b" ", b"\t"):
             found.append("obs-fold (RFC 9112 §5.2)")
@@ -778,6 +780,16 @@ def head_violations(raw: bytes) -> list[str]:
             cls.append(value.strip(b" \t"))
         elif low == b"transfer-encoding":
             tes.append(value)
+        elif low == b"expect":
+            expects += [e.strip(b" \t").lower() for e in value.split(b",")]
+    if version == b"HTTP/1.1" and any(e != b"100-continue" for e in expects):
+        found.append("an expectation other than 100-continue (RFC 9110 §10.1.1: 417)")
+    absolute = _ABSOLUTE.fullmatch(target)
+    if absolute is not None and hosts:
+        if _authority(absolute[1], absolute[2]) != _authority(absolute[1], hosts[0]):
+            found.append("Host differs from the absolute-form authority (RFC 9112 §3.2.2)")
+    elif absolute is not None and version == b"HTTP/1.1":
+        found.append("absolute-form without Host in HTTP/1.1 (policy)")
     if len(hosts) > 1 or (not hosts and version == b"HTTP/1.1"):
         found.append(f"{len(hosts)} Host fields in {version.decode()} (RFC 9112 §3.2)")
     if any(_HOST.fullmatch(h) is None for h in hosts):
@@ -791,6 +803,33 @@ def head_violations(raw: bytes) -> list[str]:
     if tes and [c.strip(b" \t").lower() for c in b",".join(tes).split(b",")] != [b"chunked"]:
         found.append("Transfer-Encoding is not exactly chunked (RFC 9112 §6.3)")
     return found
+
+
+#: absolute-form (RFC 9112 §3.2.2) as the policy allows it: scheme http or https, an authority
+#: without userinfo, then path-abempty and query.
+_ABSOLUTE = re.compile(rb"(?i:(https?))://([^/?@]*)((?:/[^?]*)?(?:\?.*)?)")
+
+
+def _authority(scheme: bytes, authority: bytes) -> tuple[bytes, bytes]:
+    """(host lower-cased, port with the scheme's default for a missing or empty one)."""
+    host, colon, port = authority.rpartition(b":")
+    if not colon or b"]" in port:
+        host, port = authority, b""
+    default = b"443" if scheme.lower() == b"https" else b"80"
+    return host.lower(), port or default
+
+
+def _target_form(method: bytes, target: bytes) -> list[str]:
+    """The request-target forms the policy accepts (RFC 9112 §3.2): origin-form for every
+    method, absolute-form http(s) without userinfo, asterisk-form for OPTIONS only."""
+    if target.startswith(b"/"):
+        return []
+    if target == b"*":
+        return [] if method == b"OPTIONS" else ["asterisk-form with a method other than OPTIONS"]
+    absolute = _ABSOLUTE.fullmatch(target)
+    if absolute is not None and absolute[2]:
+        return []
+    return ["request-target not origin-form, absolute-form http(s) or OPTIONS * (RFC 9112 §3.2)"]
 
 
 def judge_head(parsers: dict[str, HeadParser], raw: bytes, valid: bool) -> list[str]:
@@ -1165,16 +1204,20 @@ def judge_exchange(
     want = [(m, len(b), hashlib.sha256(b).hexdigest()) for m, b in expected.requests]
     if got != want:
         problems.append(
-            f"forwarded {[(m, n) for m, n, _ in got]}, the policy forwards "
+            "the requests forwarded differ from the policy's: forwarded "
+            f"{[(m, n) for m, n, _ in got]}, the policy forwards "
             f"{[(m, n) for m, n, _ in want]} then {expected.end} {expected.status} {expected.why}"
             + where
         )
+    for entry in framed:
+        problems += [f"forwarded head: {why}" + where for why in forwarded_head_problems(entry)]
     answered = [r for r in responses if r.recorder is not None]
     own = [r for r in responses if r.recorder is None]
     if [r.recorder for r in answered] != [(e["conn"], e["seq"]) for e in framed]:
         problems.append(
-            f"client got the recorder's answers {[r.recorder for r in answered]} for requests "
-            f"{[(e['conn'], e['seq']) for e in framed]} (a desync)" + where
+            "a desync: the client got the recorder's answers "
+            f"{[r.recorder for r in answered]} for requests "
+            f"{[(e['conn'], e['seq']) for e in framed]}" + where
         )
     if (own and responses[-1] is not own[-1]) or len(own) > 1:
         problems.append(
@@ -1194,6 +1237,38 @@ def judge_exchange(
     elif expected.end == "closed" and own:
         problems.append(f"fastlb refused ({refused}) what the policy forwards" + where)
     return Verdict(problems, len(framed), refused, ending)
+
+
+#: What a proxy must not forward (RFC 9110 §7.6.1), and the policy drops.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+    }
+)
+
+
+def forwarded_head_problems(entry: dict[str, Any]) -> list[str]:
+    """What the recorder saw that the policy never forwards: a hop-by-hop field, an HTTP/1.1
+    request without exactly one Host, a target not in origin-form (absolute-form is forwarded
+    in origin-form, RFC 9112 §3.2.1) or `*`."""
+    headers = entry["headers"]
+    if ["", ""] in headers:
+        headers = headers[: headers.index(["", ""])]  # the trailer fields follow
+    names = [name.lower() for name, _ in headers]
+    found = [f"a hop-by-hop field forwarded: {n!r}" for n in sorted(HOP_BY_HOP & set(names))]
+    if entry["version"] == "HTTP/1.1" and names.count("host") != 1:
+        found.append(f"{names.count('host')} Host fields in an HTTP/1.1 request")
+    target = entry["target"]
+    if not target.startswith("/") and not (target == "*" and entry["method"] == "OPTIONS"):
+        found.append(f"a target not in origin-form: {target[:80]!r}")
+    return found
 
 
 def probe_status(port: int) -> int:

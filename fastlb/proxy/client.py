@@ -31,7 +31,7 @@ from fastlb.http.framing import ChunkedFramer
 from fastlb.http.head import CHUNKED, UNTIL_CLOSE, RequestHead
 from fastlb.http.messages import error_response, unknown_path_message
 from fastlb.http.rewrite import forwarded_lines, request_head_out
-from fastlb.proxy.upstream import BackendConnection, Upstream, unconnected
+from fastlb.proxy.upstream import BackendConnection, Upstream, own_failure, unconnected
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -372,15 +372,17 @@ class ClientConnection:
             if not retryable:
                 self.server.suspect(upstream)
                 self._backend_failed(502, "replica closed the connection before answering")
-            elif conn.reused:
+            elif conn.reused and upstream.refused_until <= monotonic():
                 # A pooled connection the replica had closed while idle: nothing of the
                 # response arrived, the request has no body, so it is safe to send again.
                 upstream.retries += 1
                 self.server.retries += 1
                 self._connect(upstream)
             else:
-                # A fresh connection died unanswered: the replica is dying or hung up on us.
-                # Nothing of the response arrived, so the request goes to the next candidate.
+                # A fresh connection died unanswered, or a pooled one of a replica that now
+                # refuses connections (it died with requests in flight, and one of them found
+                # nothing listening any more): the replica is dying or gone. Nothing of the
+                # response arrived, so the request goes to the next candidate.
                 self.server.suspect(upstream)
                 self._next_candidate()
         else:
@@ -459,8 +461,8 @@ class ClientConnection:
                 self.req_left = length
         route = server.route
         if route is None:
-            self.resp_state = R_HEAD
-            self._backend_failed(503, "no replica is available to serve the request")
+            # Answered as _answer does: the pipelined requests after this one are kept.
+            self._answer(503, "no replica is available to serve the request", rest)
             return
         self.route = route
         self.key = key = server.key_fn(head, self.ip)
@@ -468,17 +470,22 @@ class ClientConnection:
         self.resp_state = R_HEAD
         self.deadline = t0 + server.backend_timeout
         upstream = route.upstreams[route.table.lookup(key)]
-        backend = upstream.acquire()
-        if backend is not None:
-            # _use(upstream), inlined: this is the path of nearly every request.
-            if self.upstream is not None:
-                self.upstream.active -= 1
-            self.upstream = upstream
-            upstream.active += 1
-            upstream.requests += 1
-            self._attach(backend)
+        if upstream.refused_until <= t0 or len(route.upstreams) == 1:
+            backend = upstream.acquire()
+            if backend is not None:
+                # _use(upstream), inlined: this is the path of nearly every request.
+                if self.upstream is not None:
+                    self.upstream.active -= 1
+                self.upstream = upstream
+                upstream.active += 1
+                upstream.requests += 1
+                self._attach(backend)
+            else:
+                self._connect(upstream)
         else:
-            self._connect(upstream)
+            # It refused a connection moments ago: it died, and the table without it is not
+            # in place yet. Straight to the next candidate, never to a closed port.
+            self._next_candidate(False, upstream)
         if rest:
             if self.state == BODY:
                 self._request_body(rest)
@@ -546,6 +553,15 @@ class ClientConnection:
         if task.cancelled() or task.exception() is not None:
             if current:
                 assert self.upstream is not None
+                if not task.cancelled() and own_failure(task.exception()):
+                    # fastlb is out of descriptors (or buffers, ports): any replica would fail
+                    # the same way, and this one did nothing wrong.
+                    self._backend_failed(
+                        503,
+                        "fastlb is out of file descriptors (or socket buffers) and cannot "
+                        "open a connection to a replica; raise its limit (ulimit -n)",
+                    )
+                    return
                 self.server.suspect(self.upstream)
                 self._next_candidate()
             return
@@ -578,24 +594,66 @@ class ClientConnection:
             # out_head stays until the response starts: a stale pooled connection resends it.
             self.out.send(backend.write, self.out_head)
 
-    def _next_candidate(self) -> None:
-        """The chosen replica refused or timed out before a byte was sent: try the next one."""
+    def _next_candidate(self, failed: bool = True, passed: Upstream | None = None) -> None:
+        """The chosen replica refused, reset or timed out before a byte of its answer came
+        (`failed`), or is passed over because it refused a connection moments ago (not
+        `failed`): send the request to the next candidate in the table's failover order.
+
+        A candidate that refused a connection within REFUSED_HOLD is passed over while others
+        remain: between a replica's death and the table swap, each request keyed to it would
+        otherwise find the same closed port. The next candidate's pooled connections are used
+        before a new one is opened: failover sends a replica's whole share elsewhere at once,
+        and opening a connection per request would multiply the connects by the load.
+        `passed`: the replica passed over at dispatch (the exchange is on none yet).
+
+        Candidates come from the table in place now, not the one the request was dispatched
+        by: a request can outlive its table (it waited on a replica that then died), and by
+        then that table may list only replicas that are gone, replaced by new ones under the
+        same names. What was tried is remembered across tables (by upstream: a replacement is
+        a new one)."""
+        upstream = self.upstream if passed is None else passed
+        assert upstream is not None
         route = self.route
-        assert route is not None and self.upstream is not None
-        self.upstream.failures += 1
+        current = self.server.route
+        if current is not None and current is not route:
+            self.route = route = current
+            self.cands = None
+        assert route is not None
+        if failed:
+            upstream.failures += 1
         if self.cands is None:
             self.cands = route.table.candidates(self.key)
-            self.tried = set()
         tried = self.tried
-        assert tried is not None
-        tried.add(self.upstream)
+        if tried is None:
+            self.tried = tried = set()
+        tried.add(upstream)
+        now = monotonic()
+        refused: Upstream | None = None
         for index in self.cands:
-            upstream = route.upstreams[index]
-            if upstream not in tried:
-                self.server.retries += 1
-                self._connect(upstream)
-                return
+            candidate = route.upstreams[index]
+            if candidate in tried:
+                continue
+            if candidate.refused_until > now:
+                tried.add(candidate)
+                if refused is None:
+                    refused = candidate  # the last resort, if every other one fails too
+                continue
+            self._fail_over(candidate)
+            return
+        if refused is not None:
+            self._fail_over(refused)
+            return
         self._backend_failed(503, "no replica is available to serve the request")
+
+    def _fail_over(self, upstream: Upstream) -> None:
+        """Send the request to `upstream`: on a pooled connection if one is idle."""
+        self.server.retries += 1
+        backend = upstream.acquire()
+        if backend is None:
+            self._connect(upstream)
+        else:
+            self._use(upstream)
+            self._attach(backend)
 
     # ------------------------------------------------------------ the response side
     def _response_done(self, replica_keep: bool, client_keep: bool) -> None:
@@ -659,11 +717,14 @@ class ClientConnection:
     def _backend_failed(self, status: int, message: str) -> None:
         """No usable response came from a replica; the client gets a spec-shaped error."""
         upstream = self.upstream
-        if upstream is not None:
-            if status != 503:
-                upstream.failures += 1
+        if upstream is not None and status != 503:
+            upstream.failures += 1
             upstream.status_counts[status] += 1
         else:
+            # A 503 is fastlb's own answer (no replica could take the request, or fastlb
+            # could not open a connection), whichever replica was tried last: it is counted
+            # with fastlb's own responses, where /metrics finds it even when that replica has
+            # been replaced since (its Upstream is then no member's).
             codes = self.server.own_responses
             codes[status] = codes.get(status, 0) + 1
         self._abandon_exchange()

@@ -8,14 +8,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import math
 from collections.abc import Callable
+from time import monotonic
 from typing import TYPE_CHECKING, Final, cast
 
 from fastlb.http.response import ResponseReader
 
 if TYPE_CHECKING:
     from fastlb.proxy.client import ClientConnection
+
+
+#: How long (s) a replica that refused a connection is passed over by new requests: nothing
+#: listened at its address, so until the controller swaps in a table without it (or replaces
+#: it), each request sent there would only pay for a second refusal before failing over. One
+#: heartbeat interval: by then the controller knows as much as the data path does.
+REFUSED_HOLD: Final = 0.5
+
+#: A connect that fails with one of these says that fastlb itself ran out of something (file
+#: descriptors, kernel buffers, memory, local ports), nothing about the replica: the replica is
+#: neither suspected nor charged with a failure.
+OWN_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL}
+)
+
+
+def own_failure(exc: BaseException | None) -> bool:
+    """Whether a failed connect was fastlb's own want of resources (see OWN_ERRNOS)."""
+    return isinstance(exc, OSError) and exc.errno in OWN_ERRNOS
 
 
 #: Prometheus' default buckets from 5 ms to 10 s (the seed project's).
@@ -68,6 +89,12 @@ class BackendConnection:
             self.close()
 
     def eof_received(self) -> bool:
+        # The replica closed its end (it is stopping, or it died and the kernel closed for it).
+        # The transport closes when this returns, but connection_lost only runs on the next
+        # loop round: until then this connection must not be handed out of the pool, or a
+        # request would be written to a closed transport.
+        self.closed = True
+        self.upstream.forget(self)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -123,6 +150,7 @@ class Upstream:
         "name",
         "pool_size",
         "port",
+        "refused_until",
         "requests",
         "retries",
         "status_counts",
@@ -160,6 +188,9 @@ class Upstream:
         self.retries = 0  # stale pooled connections retried on a fresh one
         self.connects = 0
         self.connect_failures = 0
+        #: monotonic() until which new requests pass this replica over: a connect to it was
+        #: refused (see REFUSED_HOLD).
+        self.refused_until = 0.0
         # Response time histogram, exported cumulatively at scrape time: counts[i] holds the
         # exchanges that took at most bounds[i] (and more than bounds[i-1]); the last slot,
         # those above every bound.
@@ -174,18 +205,24 @@ class Upstream:
         return f"<Upstream {self.name} {self.host}:{self.port} idle={len(self.idle)}>"
 
     def inherit(self, old: Upstream) -> None:
-        """Carry the counters of the upstream this one replaces (same replica name)."""
+        """Carry the counters of the upstream this one replaces (same replica name).
+
+        The status counts are taken over as the same list, not copied: exchanges that started
+        on the old upstream still finish on it after the replacement (an error answered for a
+        replica that died, say), and what they count must not be lost to /metrics."""
         self.requests += old.requests
-        counts = zip(self.status_counts, old.status_counts, strict=True)
-        self.status_counts = [a + b for a, b in counts]
+        for status, n in enumerate(self.status_counts):
+            if n:
+                old.status_counts[status] += n
+        self.status_counts = old.status_counts
         self.failures += old.failures
         self.retries += old.retries
         self.connects += old.connects
         self.connect_failures += old.connect_failures
         if old.duration_bounds == self.duration_bounds:
-            self.duration_counts = [
-                a + b for a, b in zip(self.duration_counts, old.duration_counts, strict=True)
-            ]
+            for bucket, n in enumerate(self.duration_counts):
+                old.duration_counts[bucket] += n
+            self.duration_counts = old.duration_counts  # shared, as status_counts
             self.duration_sum += old.duration_sum
 
     @property
@@ -197,9 +234,15 @@ class Upstream:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if not conn.closed:  # set by close() and connection_lost()
-                conn.reused = True
-                return conn
+            # `closed` is set by close(), eof_received() and connection_lost(); a transport
+            # closing for another reason (an error uvloop saw) is checked too: a write to it
+            # would raise.
+            if not conn.closed:
+                transport = conn.transport
+                if transport is not None and not transport.is_closing():
+                    conn.reused = True
+                    return conn
+                conn.closed = True
         return None
 
     def release(self, conn: BackendConnection) -> None:
@@ -230,8 +273,11 @@ class Upstream:
                 ),
                 self.connect_timeout,
             )
-        except BaseException:
-            self.connect_failures += 1
+        except BaseException as exc:
+            if not own_failure(exc):
+                self.connect_failures += 1
+            if isinstance(exc, ConnectionRefusedError):
+                self.refused_until = monotonic() + REFUSED_HOLD
             raise
         return cast(BackendConnection, conn)
 

@@ -71,7 +71,7 @@ class Tally:
             self.problems[kind] += 1
             shown = self.examples.setdefault(kind, [])
             if len(shown) < self.samples:
-                shown.append(f"#{i}: {p[:1500]}")
+                shown.append(f"#{i}: {p[:4000]}")
 
     def report(self) -> list[str]:
         out = [f"== {self.name}"]
@@ -122,6 +122,14 @@ def level_framer(opts: argparse.Namespace) -> Tally:
     return tally
 
 
+def new_text(path: Path, offset: int) -> tuple[str, int]:
+    """What was appended to `path` since `offset`, and the new offset."""
+    with path.open("rb") as f:
+        f.seek(offset)
+        data = f.read()
+    return data.decode(errors="replace"), offset + len(data)
+
+
 def level_exchange(opts: argparse.Namespace, kind: str, work: Path) -> Tally:
     tally = Tally(f"level 3: whole exchange, fastlb http = {kind}", opts.samples)
     with ProcessRegistry() as registry:
@@ -153,6 +161,7 @@ def level_exchange(opts: argparse.Namespace, kind: str, work: Path) -> Tally:
         wait_port(port, 30.0, lb.popen)
         parser = make_head_parser(kind, None, 100, 16384)
         reader = fuzzing.RecorderLog(log)
+        _, seen = new_text(stderr, 0)
         deadline = time.monotonic() + opts.seconds
         for i in range(opts.first, opts.first + opts.inputs):
             if time.monotonic() > deadline:
@@ -167,6 +176,11 @@ def level_exchange(opts: argparse.Namespace, kind: str, work: Path) -> Tally:
                 tally.counts[f"refused {verdict.refused}"] += 1
             tally.counts[f"connection ended: {verdict.ending}"] += 1
             tally.add(i, verdict.problems)
+            logged, seen = new_text(stderr, seen)
+            if fuzzing.tracebacks(logged):
+                # The exception is attributed to the input just sent (the probe is a plain GET).
+                shown = fuzzing.show(inp.data)
+                tally.add(i, [f"fastlb logged an exception after input {shown}:\n{logged[:3000]}"])
             if not lb.alive():
                 tally.add(i, [f"fastlb exited with {lb.popen.returncode}"])
                 break
@@ -180,7 +194,7 @@ def level_exchange(opts: argparse.Namespace, kind: str, work: Path) -> Tally:
         tally.counts["traceback lines in fastlb's log"] = len(found)
         if found:
             at = text.find(found[0])
-            tally.add(-1, ["fastlb logged exceptions: " + text[max(0, at - 200) : at + 1300]])
+            tally.add(-1, ["fastlb logged exceptions:\n" + text[max(0, at - 300) : at + 3000]])
         if not lb_alive:
             tally.add(-1, ["fastlb was not running at the end"])
     return tally
@@ -195,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--parsers", default=",".join(PARSERS), help="level 3's fastlb modes")
     ap.add_argument("--seconds", type=float, default=600.0, help="level 3's budget per parser")
     ap.add_argument("--probe-every", type=int, default=1, help="level 3: a normal request each N")
+    ap.add_argument("--logs", help="level 3: keep fastlb's and the recorder's logs in this dir")
     ap.add_argument("--samples", type=int, default=3, help="examples shown per kind of problem")
     opts = ap.parse_args(argv)
     levels = {int(x) for x in opts.levels.split(",")}
@@ -210,9 +225,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     if 3 in levels:
         with tempfile.TemporaryDirectory(prefix="fastlb-fuzz-") as tmp:
+            work = Path(opts.logs or tmp)
+            work.mkdir(parents=True, exist_ok=True)
             for kind in opts.parsers.split(","):
                 t0 = time.monotonic()
-                tallies.append(level_exchange(opts, kind, Path(tmp)))
+                tallies.append(level_exchange(opts, kind, work))
                 print(
                     "\n".join(tallies[-1].report()),
                     f"\n  ({time.monotonic() - t0:.0f} s)",

@@ -212,6 +212,8 @@ def gen_request(d: Draw) -> Request:
     elif form == 8:  # absolute-form (RFC 9112 §3.2.2); Host must then name the same authority
         scheme = d.choice([b"http", b"HTTP", b"https"])
         target = scheme + b"://" + host + d.choice(PATHS) + d.choice(QUERIES)
+    elif form == 7 and d.chance(30):  # fastlb's own admin route: answered, not forwarded
+        target = b"/rep"
     else:
         target = d.choice(PATHS) + d.choice(QUERIES)
     fields: list[bytes] = []
@@ -967,16 +969,28 @@ def judge_forwarded(forwarded: bytes, expected: Chunked, data: bytes) -> list[st
 
 # ------------------------------------------------------------------- level 3: the whole exchange
 @dataclass
-class Predicted:
-    """What fastlb must do with one connection's bytes under the policy: forward these
-    requests (method, decoded body), then end as `end`: "closed" (the last request or the
-    input ended cleanly), "incomplete" (the input stopped inside a message), or "refused"
-    with `status`."""
+class Expected:
+    method: bytes
+    body: bytes  # decoded
+    local: bool  # answered by fastlb itself (an admin route), not forwarded
 
-    requests: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+@dataclass
+class Predicted:
+    """What fastlb must do with one connection's bytes under the policy: answer these
+    requests (forwarded or, for an admin route, its own), then end as `end`: "closed" (the
+    last request or the input ended cleanly), "incomplete" (the input stopped inside a
+    message), or "refused" with `status`."""
+
+    requests: list[Expected] = field(default_factory=list)
     end: str = "closed"
     status: int = 0
     why: str = ""
+
+
+#: fastlb's own routes on the data port that the generator uses (read-only: GET /rep lists the
+#: replicas; other methods get 405), answered by fastlb, never forwarded.
+LOCAL_PATHS = frozenset({b"/rep"})
 
 
 def predict(data: bytes, parser: HeadParser, max_header_bytes: int = 16384) -> Predicted:
@@ -1009,6 +1023,10 @@ def predict(data: bytes, parser: HeadParser, max_header_bytes: int = 16384) -> P
             out.end, out.status, out.why = "refused", exc.status, exc.message
             return out
         pos += end + 4
+        local = head.target.split(b"?", 1)[0] in LOCAL_PATHS
+        if local and head.length == CHUNKED:
+            out.end, out.status, out.why = "refused", 411, "a chunked admin request"
+            return out
         if head.length == CHUNKED:
             try:
                 body = parse_chunked(data, pos)
@@ -1019,12 +1037,12 @@ def predict(data: bytes, parser: HeadParser, max_header_bytes: int = 16384) -> P
                 out.end = "incomplete"
                 return out
             pos = body.end
-            out.requests.append((head.method, body.data))
+            out.requests.append(Expected(head.method, body.data, local))
         else:
             if len(data) - pos < head.length:
                 out.end = "incomplete"
                 return out
-            out.requests.append((head.method, data[pos : pos + head.length]))
+            out.requests.append(Expected(head.method, data[pos : pos + head.length], local))
             pos += head.length
         if not head.keep_alive:
             return out
@@ -1071,7 +1089,7 @@ def split_responses(data: bytes, bodyless: set[int]) -> tuple[list[Response], by
             continue
         length = int(fields.get(b"content-length", b"0"))
         resp = Response(status, fields, b"")
-        if len(out) in bodyless and resp.recorder is not None:
+        if len(out) in bodyless and (resp.recorder is not None or status < 400):
             length = 0
         if len(data) - pos < length:
             return out, data[start:]
@@ -1174,7 +1192,7 @@ def judge_exchange(
     out. The probe also makes sure the recorder's late lines (an error it logs when fastlb
     closes a connection mid-message) are read with this input, not the next one."""
     expected = predict(inp.data, parser)
-    heads = {i for i, (method, _) in enumerate(expected.requests) if method == b"HEAD"}
+    heads = {i for i, r in enumerate(expected.requests) if r.method == b"HEAD"}
     received, ending = exchange(port, inp.pieces, len(expected.requests), heads)
     problems: list[str] = []
     entries = log.new()
@@ -1190,7 +1208,6 @@ def judge_exchange(
             errors.append(entry["error"])
         elif entry.get("target") not in ("/__fuzz_probe", "/heartbeat"):
             framed.append(entry)
-    heads = {i for i, e in enumerate(framed) if e["method"] == "HEAD"}
     responses, leftover = split_responses(received, heads)
     where = f" (input {show(inp.data)}, mutations {inp.mutations})"
     if ending == "timeout":
@@ -1201,7 +1218,8 @@ def judge_exchange(
         if not e.startswith("eof") or expected.end not in ("incomplete", "refused"):
             problems.append(f"the recorder could not frame what fastlb forwarded: {e}" + where)
     got = [(e["method"].encode("latin-1"), e["body_len"], e["body_sha256"]) for e in framed]
-    want = [(m, len(b), hashlib.sha256(b).hexdigest()) for m, b in expected.requests]
+    forwarded = [r for r in expected.requests if not r.local]
+    want = [(r.method, len(r.body), hashlib.sha256(r.body).hexdigest()) for r in forwarded]
     if got != want:
         problems.append(
             "the requests forwarded differ from the policy's: forwarded "
@@ -1211,31 +1229,41 @@ def judge_exchange(
         )
     for entry in framed:
         problems += [f"forwarded head: {why}" + where for why in forwarded_head_problems(entry)]
-    answered = [r for r in responses if r.recorder is not None]
-    own = [r for r in responses if r.recorder is None]
-    if [r.recorder for r in answered] != [(e["conn"], e["seq"]) for e in framed]:
+    answered = [r.recorder for r in responses if r.recorder is not None]
+    if answered != [(e["conn"], e["seq"]) for e in framed]:
         problems.append(
-            "a desync: the client got the recorder's answers "
-            f"{[r.recorder for r in answered]} for requests "
+            f"a desync: the client got the recorder's answers {answered} for requests "
             f"{[(e['conn'], e['seq']) for e in framed]}" + where
         )
-    if (own and responses[-1] is not own[-1]) or len(own) > 1:
-        problems.append(
-            f"fastlb's own responses {[r.status for r in own]} are not one, last" + where
-        )
-    refused = own[-1].status if own else 0
-    if own and refused not in CLIENT_STATUSES:
-        problems.append(f"fastlb answered {refused}" + where)
-    if own and refused in CLIENT_STATUSES and own[-1].fields.get(b"connection") != b"close":
-        problems.append(f"a {refused} without Connection: close" + where)
-    if expected.end == "refused" and ending != "reset":
-        if refused != expected.status:
+    # The answers in order: the recorder's for a forwarded request, fastlb's own (200, or 405
+    # for another method) for an admin route; then at most one more, fastlb's refusal.
+    n = len(expected.requests)
+    for i, (resp, req) in enumerate(zip(responses, expected.requests, strict=False)):
+        if req.local != (resp.recorder is None) or (req.local and resp.status not in (200, 405)):
+            what = "fastlb's own" if resp.recorder is None else "the recorder's"
             problems.append(
-                f"refused with {refused or 'nothing'}, the policy refuses with "
-                f"{expected.status} ({expected.why})" + where
+                f"answer {i} is {what} {resp.status}, the policy "
+                + ("answers it itself" if req.local else "forwards it")
+                + where
             )
-    elif expected.end == "closed" and own:
+    if len(responses) < n and ending != "reset":
+        problems.append(f"{n - len(responses)} of {n} requests got no answer" + where)
+    extra = responses[n:]
+    refused = extra[-1].status if extra else 0
+    if len(extra) > 1 or any(r.recorder is not None for r in extra):
+        problems.append(f"more answers than requests: {[r.status for r in extra]}" + where)
+    elif extra and expected.end == "closed":
         problems.append(f"fastlb refused ({refused}) what the policy forwards" + where)
+    elif extra:
+        if refused not in CLIENT_STATUSES:
+            problems.append(f"fastlb answered {refused}" + where)
+        if extra[-1].fields.get(b"connection") != b"close":
+            problems.append(f"a {refused} without Connection: close" + where)
+    if expected.end == "refused" and ending != "reset" and refused != expected.status:
+        problems.append(
+            f"refused with {refused or 'nothing'}, the policy refuses with "
+            f"{expected.status} ({expected.why})" + where
+        )
     return Verdict(problems, len(framed), refused, ending)
 
 

@@ -798,8 +798,8 @@ def head_violations(raw: bytes) -> list[str]:
         found.append("Host is not uri-host [':' port] (RFC 9110 §7.2, RFC 3986 §3.2.2)")
     if cls and tes:
         found.append("Content-Length with Transfer-Encoding (RFC 9112 §6.3)")
-    if len(cls) > 1 or any(re.fullmatch(rb"[0-9]{1,18}", v) is None for v in cls):
-        found.append("Content-Length not one 1*DIGIT (RFC 9110 §8.6)")
+    if len(cls) > 1 or any(re.fullmatch(rb"0*[0-9]{1,18}", v) is None for v in cls):
+        found.append("Content-Length not one 1*DIGIT, 18 significant digits (RFC 9110 §8.6)")
     if tes and version == b"HTTP/1.0":
         found.append("Transfer-Encoding in HTTP/1.0 (RFC 9112 §6.1)")
     if tes and [c.strip(b" \t").lower() for c in b",".join(tes).split(b",")] != [b"chunked"]:
@@ -1328,3 +1328,9 @@ def chunked_bodies(draw: st.DrawFn) -> tuple[bytes, list[bytes], list[str]]:
 def inputs(draw: st.DrawFn) -> Input:
     """What a client sends on one connection, in segments."""
     return gen_input(HypothesisDraw(draw))
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> Request:
+    """A valid request, unmutated."""
+    return gen_request(HypothesisDraw(draw))

@@ -39,7 +39,7 @@ The grammar enforced (RFC 9112 unless noted):
   colon (§5.1), no obs-fold (§5.2), no CTL or NUL in a value (RFC 9110 §5.5);
 - framing (§6.3): Content-Length and Transfer-Encoding together, Transfer-Encoding in
   HTTP/1.0, codings other than exactly one "chunked", several Content-Length fields or one
-  that is not 1*DIGIT (at most 18 digits): errors;
+  that is not 1*DIGIT (at most 18 significant digits): errors;
 - chunked (§7.1): chunk-size = 1*HEXDIG (at most 15 significant digits), chunk-ext per
   §7.1.1 (BWS ";" BWS token [BWS "=" BWS (token / quoted-string)]), chunk data followed by
   exactly CRLF, trailer fields as field lines (at most 64 KiB).
@@ -69,7 +69,7 @@ CHUNK_EXT = (
     + rb"))?)*"
 )
 CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]+)(" + CHUNK_EXT + rb")")
-DIGITS = re.compile(rb"[0-9]{1,18}")
+DIGITS = re.compile(rb"[0-9]+")
 
 MAX_LINE = 1 << 20
 MAX_FIELDS = 1000
@@ -200,7 +200,7 @@ def body_framing(req: Request) -> int | None:
     if len(cl) > 1:
         raise FrameError(f"{len(cl)} Content-Length fields")
     if cl:
-        if DIGITS.fullmatch(cl[0]) is None:
+        if DIGITS.fullmatch(cl[0]) is None or len(cl[0].lstrip(b"0")) > 18:
             raise FrameError(f"invalid Content-Length {cl[0][:40]!r}")
         return int(cl[0])
     return 0

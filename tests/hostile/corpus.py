@@ -664,8 +664,8 @@ def _content_length(b: _Builder) -> None:
     b.add(
         "cl-short-pipelined",
         req("POST / HTTP/1.1", "Content-Length: 3", body=b"abcGET /x HTTP/1.1\r\nHost: a\r\n\r\n"),
-        pipe([Seen("POST", body=b"abc"), Seen("abcGET", "/x")], [200, 200]),
-        "RFC 9112 §6.3 (the rest is the next request)",
+        pipe([Seen("POST", body=b"abc"), Seen(target="/x")], [200, 200]),
+        "RFC 9112 §6.3 (the bytes past Content-Length are the next request)",
     )
 
 

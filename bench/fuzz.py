@@ -47,11 +47,11 @@ def draw(seed: int, i: int) -> fuzzing.RandomDraw:
 def kind_of(problem: str) -> str:
     """A problem's kind, for counting: its words before the first input shown."""
     head = problem.split("\n", 1)[0]
-    for cut in (" b'", ' b"', " (input", ": b", " on b", " '", ' "', " [", " bytearray"):
+    for cut in (" b'", ' b"', " (input", ": b", " on b", ": '", ': "', " [", " bytearray", "; b"):
         at = head.find(cut)
         if at > 0:
             head = head[:at]
-    return re.sub(r"\d{4,}", "N", head[:110])
+    return re.sub(r"\d{5,}", "N", head[:110])
 
 
 class Tally:

@@ -847,7 +847,7 @@ def judge_head(parsers: dict[str, HeadParser], raw: bytes, valid: bool) -> list[
             problems.append(f"{kind}: HttpError status {out.status} for {show(raw)}")
         elif out.accepted:
             for rule in head_violations(raw):
-                problems.append(f"{kind}: accepted a head that breaks '{rule}': {show(raw)}")
+                problems.append(f"{kind}: accepted a head that breaks the rule {rule}; {show(raw)}")
         if valid and not out.accepted and not out.escaped:
             problems.append(f"{kind}: refused a valid request ({out.status}): {show(raw)}")
     seen = {out.summary() for out in outcomes.values()}
@@ -868,6 +868,7 @@ class FramerRun:
     forwarded: bytes  # what the framer says to forward (the input itself for the old API)
     status: int  # the HttpError's status, 0 if none
     escaped: str  # an exception other than HttpError
+    rewrites: bool = False  # the framer has the request-side API (it says what to forward)
 
 
 def run_framer(pieces: list[bytes]) -> FramerRun:
@@ -876,11 +877,12 @@ def run_framer(pieces: list[bytes]) -> FramerRun:
     from fastlb.http.framing import ChunkedFramer
 
     framer = ChunkedFramer()
+    request_side = getattr(framer, "feed_request", None)
+    rewrites = request_side is not None
     forwarded: list[bytes] = []
     offset = 0
     try:
         for piece in pieces:
-            request_side = getattr(framer, "feed_request", None)
             if request_side is not None:
                 out, end = request_side(piece)
                 forwarded.append(bytes(out))
@@ -888,13 +890,13 @@ def run_framer(pieces: list[bytes]) -> FramerRun:
                 end = framer.feed(piece)
                 forwarded.append(piece if end < 0 else piece[:end])
             if end >= 0:
-                return FramerRun(offset + end, b"".join(forwarded), 0, "")
+                return FramerRun(offset + end, b"".join(forwarded), 0, "", rewrites)
             offset += len(piece)
     except HttpError as exc:
-        return FramerRun(-1, b"".join(forwarded), exc.status, "")
+        return FramerRun(-1, b"".join(forwarded), exc.status, "", rewrites)
     except Exception:  # the point: anything else escaping is the defect
-        return FramerRun(-1, b"".join(forwarded), 0, traceback.format_exc())
-    return FramerRun(-1, b"".join(forwarded), 0, "")
+        return FramerRun(-1, b"".join(forwarded), 0, traceback.format_exc(), rewrites)
+    return FramerRun(-1, b"".join(forwarded), 0, "", rewrites)
 
 
 def judge_chunked(data: bytes, pieces: list[bytes]) -> list[str]:
@@ -941,7 +943,17 @@ def judge_chunked(data: bytes, pieces: list[bytes]) -> list[str]:
             )
         else:
             problems += judge_forwarded(whole.forwarded, strict, data)
-    for run in (whole, split):
+    for name, run in (("whole", whole), ("split", split)):
+        if run.rewrites and run.done_at < 0 and run.forwarded:
+            # Refused or waiting: what left so far must still be a valid start of a body
+            # (RFC 9112 §7.1; the policy validates a chunk line before forwarding any of it).
+            try:
+                parse_chunked(run.forwarded)
+            except Malformed as exc:
+                problems.append(
+                    f"framer ({name}) forwarded invalid bytes ({exc}) before refusing or "
+                    f"waiting: {show(run.forwarded)} from {show(data)}"
+                )
         if run.status and run.status != 400:
             problems.append(f"framer refused with {run.status}, not 400: {show(data)}")
     return problems

@@ -12,6 +12,8 @@ How a case is judged, for every proxy alike. A case FAILS when the proxy did som
 a defect whichever policy it follows (`exchange.judge_safety`):
 - desync: the replica framed a different number of requests than the client got answers
   from the replica (a request smuggled in, or an answer lost or given to the wrong request);
+  an HTTP/0.9 answer (the replica's body without a head, as nginx serves 0.9) counts as an
+  answer, and answers dropped after the client half-closed are an abort, not a desync;
 - unvalidated bytes: the replica got bytes its strict parser refuses (a lenient replica would
   read them its own way); a body cut off by the client may reach it as such, nothing else;
   more than one Host field reaching the replica also counts (routing is ambiguous);
@@ -24,8 +26,8 @@ A case PASSES when the outcome is exactly fastlb's policy (/work/coord/policy.md
 statuses, the requests the replica framed, the close: `exchange.judge_policy`). Anything else
 DIFFERS: a normalisation choice where RFC 9112/9110 allow several (a 400 where fastlb
 forwards, an invalid field name dropped instead of refused, a request-target passed on as
-received, nginx's Host rewritten to its upstream name, a 408 for a 400...). Differences are
-counted, not failures; `--differences` lists them.
+received, a 408 for a 400, HTTP/2 spoken to an h2 preface...). Differences are counted, not
+failures; `--differences` lists them.
 
 The only changes to the peers' bench configs: fastlb `header_timeout = 1.0`,
 `backend_timeout = 1.5`; HAProxy `timeout http-request 1s`, `timeout client 1s`,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PY, Fastlb, Processes, free_port, static_config, wait_port
-from tests.hostile.corpus import CASES, CLASSES, Case
+from tests.hostile.corpus import CASES, CLASSES, JUDGEMENT_CALLS, Case
 from tests.hostile.exchange import Observation, judge_policy, run_corpus
 
 RECORDER = str(Path(__file__).resolve().parent / "recorder.py")
@@ -59,6 +59,9 @@ def write_failures_file() -> None:
     if not FAILURES_FILE.parent.is_dir():
         return
     parts = [format_failures(p, f, CASES) for p, f in FAILED.items()]
+    parts.append(
+        "Readings of policy.md this corpus takes:\n" + "\n".join(f"- {j}" for j in JUDGEMENT_CALLS)
+    )
     with contextlib.suppress(OSError):
         FAILURES_FILE.write_text("\n\n".join(parts) + "\n")
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Processes, raw_exchange
+from tests.hostile.corpus import CASES
+from tests.hostile.exchange import LogTail, play
 from tests.test_hostile import start_recorder
 
 
@@ -124,3 +126,31 @@ def test_clean_close_between_messages_logs_nothing(recorder: tuple[int, Path]) -
         pass
     assert raw_exchange(port, b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n").endswith(b"seq=1\n")
     assert [(x["conn"], x["target"]) for x in log_lines(log)] == [(2, "/"), (4, "/x")]
+
+
+def test_corpus_forward_cases_frame_as_expected_when_sent_straight_to_it(
+    recorder: tuple[int, Path],
+) -> None:
+    """The corpus's own consistency: each case fastlb must forward, sent to the recorder with
+    no proxy between, is framed as the case expects (method, body, number of requests; the
+    target too unless fastlb must rewrite an absolute-form one); a request pipelined behind
+    them may be framed too when only fastlb's policy refuses it (a second Host, say). A case that fails here has
+    a wrong expectation, not fastlb a bug."""
+    port, log = recorder
+    tail = LogTail(log)
+    wrong = []
+    for case in CASES:
+        if case.expect.rejects or case.slow:
+            continue
+        play(port, case, wait=0.5)
+        framed = [x for x in tail.read() if "seq" in x]  # logged before each answer was sent
+        if len(framed) < len(case.expect.forwarded):  # more: a tail only the policy refuses
+            wrong.append(f"{case.name}: framed {len(framed)}, expects {len(case.expect.forwarded)}")
+            continue
+        for seen, got in zip(case.expect.forwarded, framed, strict=False):
+            absolute = str(got["target"]).lower().startswith(("http:", "https:"))
+            if got["method"] != seen.method or (got["target"] != seen.target and not absolute):
+                wrong.append(f"{case.name}: {got['method']} {got['target']!s:.40}")
+            if got["body_sha256"] != hashlib.sha256(seen.body).hexdigest():
+                wrong.append(f"{case.name}: body of {got['body_len']} bytes")
+    assert not wrong, "\n".join(wrong)

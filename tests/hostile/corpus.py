@@ -38,6 +38,33 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+# Where policy.md leaves room, the reading this corpus takes (so a disagreement is visible):
+JUDGEMENT_CALLS: tuple[str, ...] = (
+    "cl-19-digits: `Content-Length: 0000000000000000005` (19 digits, leading zeros) -> 400: "
+    "'at most 18 digits' read literally (the recorder itself accepts up to 18 significant)",
+    "absolute-form with an empty path (`http://a`, `http://a?q`) is forwarded as `/`, `/?q` "
+    "(RFC 9112 §3.2.1); the forwarded Host is compared case-insensitively, a default port "
+    "(:80/:443) or an empty port ignored",
+    "status alternatives accepted: target-20k 431 or 414; h2-preface (`PRI * HTTP/2.0`) 505 "
+    "or 400; `CONNECT /` 405 or 400; cl-te-gzip 400 or 501",
+    "cut-off input: 408 or 400 (or a close without answer); a stalled or cut-off body may also "
+    "get 504 (backend_timeout); the replica may see the start of that body, never a framed request",
+    "a chunked-body error after a valid head: the head and valid chunks may have reached the "
+    "replica (an 'eof' line in its log), never the invalid line; the answer is 400 and a close",
+    "HTTP/1.0 without keep-alive, and `Connection: close`, must be closed after the answer; a "
+    "request pipelined behind `Connection: close` is not forwarded (RFC 9112 §9.6)",
+    "`Transfer-Encoding: identity` and `chunked;` -> 400 (final coding not exactly chunked); "
+    "`identity, chunked`, `gzip, chunked` -> 501",
+    "Connection itself, and the fields it names, must not reach the replica (checked in the "
+    "h2c, websocket, keep-alive cases); `Expect: 100-continue` must (HTTP/1.1)",
+    "Host: pct-encoded and sub-delims reg-names (`a%41`, `a!$&'()*+;=`) and `a:` are "
+    "forwarded; `[xyz]` (not an IP literal) -> 400",
+    "`//a/x?` is an origin-form path: forwarded as is; `OPTIONS *?` and `POST *` -> 400",
+    "max_header_fields counts Host: 101 fields -> 431, 90 forwarded",
+    "a bare LF line before the request line (`\\n` + request) -> 400 (bare LF in the head)",
+    "a trailer section of 17,000 bytes -> 400 (trailers at most 16 KiB)",
+)
+
 KETTLE19 = "PortSwigger Kettle 2019 (HTTP Desync Attacks)"
 KETTLE22 = "PortSwigger Kettle 2022 (Browser-Powered Desync Attacks)"
 KETTLE25 = "PortSwigger Kettle 2025 (HTTP/1.1 Must Die)"

@@ -34,7 +34,7 @@ from typing import cast
 from tests.hostile.corpus import Case, Seen
 
 WAIT = 2.0  # seconds a client waits for an answer or a close after its last byte
-GRACE = 0.05  # seconds to wait for anything beyond the expected answers
+GRACE = 0.02  # seconds to wait for anything beyond the expected answers
 SEGMENT_PAUSE = 0.02  # between the segments of a split case, so they arrive apart
 HTTP09_ANSWER = re.compile(rb"conn=(\d+) seq=(\d+)\n")  # status 0 in Observation.statuses
 

@@ -27,7 +27,9 @@ RECORDER = str(Path(__file__).resolve().parent / "recorder.py")
 # A short header_timeout answers cut-off heads (408) well within the client's 2 s; a short
 # backend_timeout bounds a cut-off body the replica keeps waiting for.
 PROXY = "header_timeout = 1.0\nbackend_timeout = 1.5"
-FAILURES_FILE = Path(os.environ.get("HOSTILE_FAILURES", "/work/coord/hostile-failures.txt"))
+# HOSTILE_FAILURES=FILE: also write the failing cases there, grouped by class, as a list to
+# route while fastlb is being fixed (off by default: a test writes nothing outside tmp_path).
+FAILURES_FILE = os.environ.get("HOSTILE_FAILURES")
 
 OUTCOMES: dict[str, dict[str, str]] = {}
 FAILED: dict[str, dict[str, list[str]]] = {}
@@ -56,14 +58,14 @@ def format_failures(parser: str, failed: dict[str, list[str]], cases: list[Case]
 
 def write_failures_file() -> None:
     """The interim list for the helper fixing fastlb (best effort: the file is a courtesy)."""
-    if not FAILURES_FILE.parent.is_dir():
+    if not FAILURES_FILE:
         return
     parts = [format_failures(p, f, CASES) for p, f in FAILED.items()]
     parts.append(
         "Readings of policy.md this corpus takes:\n" + "\n".join(f"- {j}" for j in JUDGEMENT_CALLS)
     )
     with contextlib.suppress(OSError):
-        FAILURES_FILE.write_text("\n\n".join(parts) + "\n")
+        Path(FAILURES_FILE).write_text("\n\n".join(parts) + "\n")
 
 
 @pytest.mark.parametrize("parser", ["httptools", "h11"])

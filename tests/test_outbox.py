@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import uvloop
 
@@ -70,3 +71,61 @@ def test_a_large_write_goes_at_once_after_what_was_queued_before_it() -> None:
     assert [name for name, _ in seen[1]] == ["b", "a"]
     assert seen[1][1][1] == b"x" * (MAX_QUEUED + 1)
     assert seen[3][-1] == ("a", b"a2")
+
+
+class Peer:
+    """The server side of one real loopback connection (an asyncio protocol)."""
+
+    def __init__(self, made: list[asyncio.Transport]) -> None:
+        self.made = made
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made.append(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+def test_a_transport_closed_in_the_round_costs_no_other_connection_its_write() -> None:
+    """Issue 11: a peer that resets is closed by uvloop when its connection_lost runs, which
+    can be after a write to it was queued and before the round's flush. Writing to it raised
+    RuntimeError out of flush, and every write queued after it (other clients') was lost."""
+
+    async def main() -> tuple[bytes, bytes, int]:
+        loop = asyncio.get_running_loop()
+        made: list[asyncio.Transport] = []
+        server = await loop.create_server(lambda: Peer(made), "127.0.0.1", 0)  # type: ignore[arg-type,return-value]
+        port = server.sockets[0].getsockname()[1]
+        clients = []
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.settimeout(2.0)
+            clients.append(sock)
+            while len(made) < len(clients):
+                await asyncio.sleep(0.001)
+        before, gone, after = made
+        out = Outbox(loop)
+        # As uvloop does for a reset read: the transport is force-closed, and its
+        # connection_lost (which closes the handle) is scheduled ahead of the round's flush,
+        # which a write queued for it afterwards schedules...
+        gone.abort()
+        out.send(gone.write, b"lost")
+        out.send(before.write, b"before")  # ...then writes for other connections
+        out.send(after.write, b"after")
+        await asyncio.sleep(0.01)
+        out.flush()  # and nothing raises from a later flush either
+        got = clients[0].recv(100), clients[2].recv(100)
+        for sock in clients:
+            sock.close()
+        server.close()
+        return got[0], got[1], out.dropped
+
+    first, last, dropped = uvloop.run(main())
+    assert (first, last) == (b"before", b"after")
+    assert dropped == 1

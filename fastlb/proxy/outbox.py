@@ -19,6 +19,14 @@ round at once. The Makefile now builds the venv on Debian's CPython (README, "Wh
 
 Order is kept: writes leave in the order they were queued, and a connection that closes has
 every queued write sent first (`flush`), as the transport would for writes it had buffered.
+A write can find its transport closed: a peer that reset is force-closed by uvloop, and its
+handle is freed when `connection_lost` runs, which the loop may do after a write to it was
+queued and before the flush. uvloop then raises RuntimeError. That write is dropped (its peer
+is gone) and counted; the writes after it, for other connections, still go out. Nothing raises
+out of `send` or `flush`, which run inside protocol callbacks. The `try` costs nothing until
+something raises (CPython 3.11's zero-cost exceptions; mypyc checks the error flag it checks
+anyway).
+
 Only small writes wait: a large one is a bulk transfer, where the wakeup saved is nothing next
 to the copy, and where the transport must see the bytes at once to apply flow control (pause
 the side that feeds it) before the next read.
@@ -37,10 +45,12 @@ MAX_QUEUED: Final = 16 * 1024
 class Outbox:
     """Writes queued during a round of the event loop, written by `flush` at its end."""
 
-    __slots__ = ("_data", "_loop", "_writes")
+    __slots__ = ("_data", "_loop", "_writes", "dropped")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        #: Writes dropped because their transport was already closed (a plain-int counter).
+        self.dropped = 0
         # Two parallel lists rather than a list of pairs: no tuple made per write.
         self._writes: list[Callable[[bytes], object]] = []
         self._data: list[bytes] = []
@@ -49,7 +59,10 @@ class Outbox:
         """Queue `data` for a transport's bound `write` (or write it now, if large)."""
         if len(data) > MAX_QUEUED:
             self.flush()
-            write(data)
+            try:
+                write(data)
+            except Exception:  # a closed transport: its peer is gone
+                self.dropped += 1
             return
         if not self._data:
             # call_soon callbacks run when the loop turns: after every event it has read.
@@ -66,4 +79,7 @@ class Outbox:
         self._writes = []
         self._data = []
         for i in range(len(data)):
-            writes[i](data[i])
+            try:
+                writes[i](data[i])
+            except Exception:  # a closed transport: its peer is gone
+                self.dropped += 1

@@ -35,6 +35,7 @@ MODULES: Final = (
     "fastlb.maglev",
     "fastlb.routing",
     "fastlb.http.llhttp",
+    "fastlb.http.accept",
     "fastlb.http.head",
     "fastlb.http.parsers",
     "fastlb.http.response",

@@ -1,12 +1,13 @@
-"""A parsed request head and the framing rules every parser must agree on.
+"""A parsed request head, read the same way whichever parser accepted it.
 
 The two parsers (httptools, h11) differ in how they validate bytes, not in what a request
 means: once a parser has accepted a head, `read_request_head` reads what fastlb needs from the
-same bytes for both, so they cannot disagree. The decisions that make request smuggling
-possible when two hops disagree (RFC 9112 section 6.3) are taken here, once. The rules are
-those of RFC 9112, applied as strictly as HAProxy does: Content-Length together with
-Transfer-Encoding, differing Content-Length values, or a Transfer-Encoding whose final coding
-is not `chunked` are refused rather than guessed at.
+same bytes for both and applies the acceptance policy's rules that neither parser applies
+(fastlb/http/accept.py has the whole table), so they cannot disagree. The decisions that make
+request smuggling possible when two hops disagree (RFC 9112 §6.3) are taken here, once, as
+strictly as HAProxy takes them: Content-Length together with Transfer-Encoding, a repeated or
+listed Content-Length, or a Transfer-Encoding other than a single `chunked` are refused rather
+than guessed at.
 """
 
 from __future__ import annotations
@@ -15,6 +16,20 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
+from fastlb.http.accept import (
+    ORIGIN_CHARS,
+    REG_NAME_CHARS,
+    TCHAR,
+    check_head,
+    expect_drops,
+    host_value,
+    normalise,
+    request_line,
+    same_authority,
+    scheme_port,
+    transfer_coding_is_chunked,
+)
+from fastlb.http.accept import content_length as parse_content_length
 from fastlb.http.errors import HttpError
 
 #: Body framing: a length >= 0 counts bytes; CHUNKED scans chunks; UNTIL_CLOSE (responses only)
@@ -42,18 +57,25 @@ HOP_BY_HOP: Final = frozenset(
 #: and the X-Forwarded-* that fastlb extends or replaces.
 REWRITE: Final = HOP_BY_HOP | {b"x-forwarded-for", b"x-forwarded-proto"}
 
-_DIGITS: Final = frozenset(b"0123456789")
-
 #: The fields that change what a request means to fastlb: its framing, and those it drops or
 #: rewrites. Matched on the lower-cased head; most requests carry none of them, and a head
 #: without them is read with no Python work per field.
-_NOTABLE: Final = REWRITE | {b"content-length", b"transfer-encoding"}
+_NOTABLE: Final = REWRITE | {b"content-length", b"transfer-encoding", b"expect"}
 _NOTABLE_NAMES: Final = b"|".join(re.escape(n) for n in sorted(_NOTABLE))
 _ANY_NOTABLE: Final = re.compile(rb"\r\n(?:" + _NOTABLE_NAMES + rb"):")
 #: Each notable field with its value (optional whitespace trimmed), in order.
 _NOTABLE_FIELDS: Final = re.compile(
     rb"\r\n(" + _NOTABLE_NAMES + rb"):[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)", re.I
 )
+#: The common request line: a token method, an origin-form target of plain characters (no
+#: pct-encoding: those take the slow path), HTTP/1.1 or HTTP/1.0, single spaces, at the very
+#: start of the head. Group 3 is "1" for HTTP/1.1 and empty for HTTP/1.0.
+_FAST_LINE: Final = re.compile(
+    rb"([" + TCHAR + rb"]+) (/[" + ORIGIN_CHARS + rb"]*) HTTP/1\.(?:(1)|0)\r\n"
+)
+#: The common Host value (after "host:"): a reg-name (or IPv4) of plain characters, maybe a
+#: port, OWS around it. Anything else (IP literals, pct-encoding) takes the slow path.
+_FAST_HOST: Final = re.compile(rb"[ \t]*[" + REG_NAME_CHARS + rb"]+(?::[0-9]*)?[ \t]*\r\n")
 
 
 class RequestHead:
@@ -99,7 +121,7 @@ class RequestHead:
 
 
 def body_length(content_length: list[bytes], transfer_encoding: list[bytes], http11: bool) -> int:
-    """The request body framing from the raw header values, or HttpError(400).
+    """The request body framing from the raw header values (RFC 9112 §6.3), or HttpError.
 
     `content_length` and `transfer_encoding` hold every value of those headers in order.
     """
@@ -108,21 +130,10 @@ def body_length(content_length: list[bytes], transfer_encoding: list[bytes], htt
             raise HttpError(400, "Content-Length and Transfer-Encoding together are ambiguous")
         if not http11:
             raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
-        codings = [
-            c.strip().lower() for value in transfer_encoding for c in value.split(b",") if c.strip()
-        ]
-        if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
-            shown = b", ".join(transfer_encoding).decode("latin-1")
-            raise HttpError(400, f"Transfer-Encoding {shown!r} does not end in a single chunked")
+        transfer_coding_is_chunked(transfer_encoding)
         return CHUNKED
     if content_length:
-        values = {v.strip() for value in content_length for v in value.split(b",")}
-        if len(values) != 1:
-            raise HttpError(400, "conflicting Content-Length values")
-        (value,) = values
-        if not value or len(value) > 18 or not _DIGITS.issuperset(value):
-            raise HttpError(400, f"invalid Content-Length {value.decode('latin-1')!r}")
-        return int(value)
+        return parse_content_length(content_length)
     return 0
 
 
@@ -140,28 +151,35 @@ def wants_keep_alive(connection: list[bytes], http11: bool) -> bool:
 
 
 def read_request_head(raw: bytes, key_field: bytes | None, max_fields: int) -> RequestHead:
-    """What a head means, read from `raw` once a parser has validated it (its request line,
-    field syntax and line ends): method, target and version from the request line, and the
-    fields that matter to fastlb. `key_field` is `key_field_needle(name)` of the field the
+    """What a head means, read from `raw` once a parser has accepted it, and the policy's
+    rules neither parser applies (fastlb/http/accept.py): the request line's exact shape and
+    target, Host, framing, Expect. `key_field` is `key_field_needle(name)` of the field the
     routing key reads, if any.
 
-    Every step is a C-level bytes or regex operation: a Python step per field would cost more
-    than reading the whole head this way."""
-    parts = raw.split(b" ", 2)
-    method = parts[0]
-    version = parts[2][:10] if len(parts) == 3 else b""
-    if version == b"HTTP/1.1\r\n":
-        target, http11 = parts[1], True
-    elif version == b"HTTP/1.0\r\n":
-        target, http11 = parts[1], False
-    else:
-        target, http11 = _odd_request_line(raw, method)
+    Every step of the common request (origin-form, one valid Host, no framing field) is a
+    C-level bytes or regex operation: a Python step per field would cost more than reading
+    the whole head this way. Anything unusual goes to the slow path, which first reads the
+    whole head against the grammar (`accept.check_head`), so that a fault is named the same
+    way whichever parser let it through."""
+    m = _FAST_LINE.match(raw)
+    if m is None:
+        return _unusual_head(raw, key_field, max_fields)
+    method = m.group(1)
+    target = m.group(2)
+    http11 = m.start(3) >= 0  # group 3 took part: HTTP/1.1
     if method == b"CONNECT":
         raise HttpError(405, "CONNECT is not supported by this proxy")
     # A field line takes at least 4 bytes ("a:" CRLF): a short head cannot hold too many.
     if len(raw) > 4 * max_fields and raw.count(b"\r\n") - 2 > max_fields:
         raise HttpError(431, f"more than {max_fields} header fields")
     lower = raw.lower()
+    host_at = lower.find(b"\r\nhost:")
+    if (
+        host_at < 0
+        or lower.find(b"\r\nhost:", host_at + 7) >= 0
+        or _FAST_HOST.match(raw, host_at + 7) is None
+    ):
+        return _unusual_head(raw, key_field, max_fields)
     key_value: bytes | None = None
     if key_field is not None:
         at = lower.find(key_field)
@@ -170,21 +188,72 @@ def read_request_head(raw: bytes, key_field: bytes | None, max_fields: int) -> R
             key_value = raw[start : raw.find(b"\r\n", start)].strip(b" \t")
     if _ANY_NOTABLE.search(lower) is None:
         return RequestHead(raw, method, target, http11, http11, 0, False, key_value)
+    return _notable(raw, method, target, http11, None, key_value)
+
+
+def _unusual_head(raw: bytes, key_field: bytes | None, max_fields: int) -> RequestHead:
+    """The slow path: the whole head against the grammar, then each rule in turn."""
+    check_head(raw, max_fields)
+    lines = raw[:-4].split(b"\r\n")
+    method, target, http11, authority = request_line(lines[0])
+    lower = raw.lower()
+    hosts = [line[5:] for line in lower.split(b"\r\n") if line.startswith(b"host:")]
+    if len(hosts) > 1:
+        raise HttpError(400, "more than one Host field (RFC 9112 §3.2)")
+    host: bytes | None = None
+    if hosts:
+        at = lower.find(b"\r\nhost:") + 7
+        host = host_value(raw[at : raw.find(b"\r\n", at)])
+    elif http11:
+        raise HttpError(400, "an HTTP/1.1 request without Host (RFC 9112 §3.2)")
+    new_host: bytes | None = None
+    if authority is not None:
+        port = scheme_port(lines[0].split(b" ")[1])
+        if host is not None and not same_authority(host, authority, port):
+            raise HttpError(
+                400, "Host does not match the absolute-form request-target (RFC 9112 §3.2.2)"
+            )
+        new_host = authority
+    key_value: bytes | None = None
+    if key_field is not None:
+        at = lower.find(key_field)
+        if at >= 0:
+            start = at + len(key_field)
+            key_value = raw[start : raw.find(b"\r\n", start)].strip(b" \t")
+    return _notable(raw, method, target, http11, new_host, key_value)
+
+
+def _notable(
+    raw: bytes,
+    method: bytes,
+    target: bytes,
+    http11: bool,
+    new_host: bytes | None,
+    key_value: bytes | None,
+) -> RequestHead:
+    """A head with fields that frame, drop or rewrite (see _NOTABLE), or one to normalise
+    (`new_host`: an absolute-form target's authority)."""
     content_length: list[bytes] = []
     transfer_encoding: list[bytes] = []
     connection: list[bytes] = []
-    rewrite = False
+    expect: list[bytes] = []
+    rewrite = new_host is not None
     for name, value in _NOTABLE_FIELDS.findall(raw):
         name = name.lower()
         if name == b"content-length":
             content_length.append(value)
         elif name == b"transfer-encoding":
             transfer_encoding.append(value)
+        elif name == b"expect":
+            expect.append(value)
         else:
             rewrite = True
             if name == b"connection":
                 connection.append(value)
     length = body_length(content_length, transfer_encoding, http11)
+    drop_expect = bool(expect) and expect_drops(expect, http11)
+    if new_host is not None or drop_expect:
+        raw = normalise(raw, method, target, http11, new_host, drop_expect)
     keep_alive = wants_keep_alive(connection, http11)
     return RequestHead(raw, method, target, http11, keep_alive, length, rewrite, key_value)
 
@@ -192,14 +261,3 @@ def read_request_head(raw: bytes, key_field: bytes | None, max_fields: int) -> R
 def key_field_needle(name: bytes) -> bytes:
     """What `read_request_head` looks for to find the field `name` (lower-cased)."""
     return b"\r\n" + name + b":"
-
-
-def _odd_request_line(raw: bytes, method: bytes) -> tuple[bytes, bool]:
-    """(target, http11) of a request line with extra spaces, or HttpError(400) for a version
-    other than HTTP/1.0 and 1.1."""
-    line = raw[: raw.find(b"\r\n")]
-    version = line[-8:]
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or line[-9:-8] != b" ":
-        shown = line.rpartition(b" ")[2].decode("latin-1")
-        raise HttpError(400, f"malformed request: unsupported HTTP version {shown!r}")
-    return line[len(method) : -9].strip(b" "), version == b"HTTP/1.1"

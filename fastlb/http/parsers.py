@@ -6,8 +6,9 @@
 Each parses exactly one complete head (the bytes up to and including the blank line; the I/O
 shell finds that boundary and enforces the size limit) and returns a `RequestHead`. The body is
 never given to a parser: the proxy relays it raw and `framing` finds its end. A parser's job is
-to accept or refuse the bytes and to name the method; `head.read_request_head` then reads what
-the request means from the same bytes for both, so they cannot disagree on framing.
+to accept or refuse the bytes; `head.read_request_head` then reads what the request means from
+the same bytes for both and applies the acceptance policy (fastlb/http/accept.py), so they
+cannot disagree. Where a parser refuses, the policy's own reading names the fault and status.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import h11
 import httptools
 
+from fastlb.http.accept import check_head
 from fastlb.http.errors import HttpError
 from fastlb.http.head import RequestHead, key_field_needle, read_request_head
 from fastlb.http.llhttp import request_validator
@@ -60,14 +62,26 @@ class HttptoolsHeadParser(HeadParser):
                 # there, so it is replaced. `read_request_head` refuses CONNECT, and the
                 # rewrite drops Upgrade (hop-by-hop), so the replica sees plain HTTP.
                 return read_request_head(raw, self._key_field, self._max_fields)
-            except httptools.HttpParserError as exc:
-                raise HttpError(400, f"malformed request: {exc}") from None
+            except httptools.HttpParserError:
+                return self._refused(raw)
             head = read_request_head(raw, self._key_field, self._max_fields)
             clean = head.length == 0 and head.keep_alive
             return head
         finally:
             if not clean:
                 self._llhttp = request_validator()
+
+    def _refused(self, raw: bytes) -> RequestHead:
+        """llhttp refused the head: the policy's exhaustive reading (`accept.check_head`, then
+        `read_request_head`) names the fault and its status, so both modes answer alike (a
+        505 for a version, say, where llhttp has only "error"). If the policy finds no fault,
+        the head is valid and llhttp was stricter than RFC 9110 on it, which it is on three
+        things: methods not on its list (RFC 9110 §9.1: any token is a method, and the
+        replica answers 405/501 itself), `PRI` with an HTTP/1.1 target (it expects the
+        HTTP/2 preface), and an HTAB after `chunked` (OWS, RFC 9110 §5.6.3). The policy's
+        reading is the one fastlb forwards by, so it decides."""
+        check_head(raw, self._max_fields)
+        return read_request_head(raw, self._key_field, self._max_fields)
 
 
 class H11HeadParser(HeadParser):
@@ -81,19 +95,18 @@ class H11HeadParser(HeadParser):
         self._max_bytes = max_bytes
 
     def parse(self, raw: bytes) -> RequestHead:
-        if raw.count(b"\n") != raw.count(b"\r\n"):
-            # h11 accepts bare LF line ends; the head is relayed raw, and a replica that
-            # splits lines differently would see other requests than fastlb did.
-            raise HttpError(400, "malformed request: a line ends in a bare LF")
-        if b"\r\n " in raw or b"\r\n\t" in raw:
-            # h11 unfolds obs-fold; fastlb reads fields from the raw bytes, as llhttp does,
-            # which refuses folding (RFC 9112 section 5.2 allows either).
-            raise HttpError(400, "malformed request: a field value is folded (obs-fold)")
+        # The policy's exhaustive reading first: h11 is lenient where llhttp is strict (bare
+        # LF, obs-fold, CTLs in values, methods), and the policy must decide those alike in
+        # both modes; it also names the statuses (505, 405) h11 would give as 400.
+        check_head(raw, self._max_fields)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_bytes + 1)
         conn.receive_data(raw)
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
+            # What the policy accepts and h11 does not: the framing and Host rules the policy
+            # states with their own reasons (read_request_head raises them), else h11's word.
+            read_request_head(raw, self._key_field, self._max_fields)
             status = 431 if exc.error_status_hint == 431 else 400
             raise HttpError(status, f"malformed request: {exc}") from None
         if not isinstance(event, h11.Request):

@@ -3,11 +3,13 @@
 The common request (no hop-by-hop header, no X-Forwarded-* of its own) is forwarded as received
 with the X-Forwarded-* lines spliced in before the blank line: one concatenation. Anything else
 takes the line-by-line path, which drops hop-by-hop headers (and those the Connection header
-names, RFC 9110 section 7.6.1) and extends X-Forwarded-For rather than trusting a client's
-X-Forwarded-Proto.
+names, RFC 9110 §7.6.1, except those that frame or route the message: `KEPT`) and extends
+X-Forwarded-For rather than trusting a client's X-Forwarded-Proto.
 """
 
 from __future__ import annotations
+
+from typing import Final
 
 from fastlb.http.head import HOP_BY_HOP, RequestHead, comma_tokens
 
@@ -25,13 +27,19 @@ def request_head_out(head: RequestHead, client_ip: bytes, forwarded: bool, xff: 
     return rewrite_head(raw, forwarded, client_ip, xff)
 
 
+#: What the Connection header can never remove (RFC 9110 §7.6.1): the fields that frame or
+#: route the message. Dropping Content-Length while forwarding the body it counts would make
+#: the replica read that body as a second request (issue 11); HAProxy and nginx keep them too.
+KEPT: Final = frozenset({b"content-length", b"transfer-encoding", b"host"})
+
+
 def _connection_tokens(lines: list[bytes]) -> set[bytes]:
     values = []
     for line in lines:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"connection":
             values.append(value)
-    return comma_tokens(values)
+    return comma_tokens(values) - KEPT
 
 
 def rewrite_head(raw: bytes, forwarded: bool, client_ip: bytes, xff: bytes) -> bytes:

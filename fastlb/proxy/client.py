@@ -26,8 +26,9 @@ from collections.abc import Callable, Coroutine
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from fastlb.http.accept import check_partial
 from fastlb.http.errors import HttpError
-from fastlb.http.framing import ChunkedFramer
+from fastlb.http.framing import ChunkedFramer, RequestChunks
 from fastlb.http.head import CHUNKED, UNTIL_CLOSE, RequestHead
 from fastlb.http.messages import error_response, unknown_path_message
 from fastlb.http.rewrite import forwarded_lines, request_head_out
@@ -159,7 +160,7 @@ class ClientConnection:
         self.pending: list[bytes] | None = None
         self.pending_bytes = 0
         self.req_left = 0
-        self.req_framer: ChunkedFramer | None = None
+        self.req_framer: RequestChunks | None = None
         # When the exchange in progress was dispatched. The monotonic clock, not loop.time():
         # uvloop's loop time ticks in whole milliseconds, too coarse for a fast replica.
         self.t0 = 0.0
@@ -203,13 +204,17 @@ class ClientConnection:
             if len(self.buf) > self.server.high_water:
                 self._pause(P_PIPELINE)
         elif state == LOCAL:
+            # Body bytes of the admin request, or requests pipelined behind it: kept in
+            # order, answered after it (see _local_body).
             self.buf += data
             self._local_body()
 
     def eof_received(self) -> bool:
         self.eof = True
-        # A client may half-close after its last request: answer it, then close.
-        return self.state == WAIT
+        # A client may half-close after its last request: answer it, then close. That holds
+        # for an admin request whose answer is being made (LOCAL, its body read whole) too.
+        state = self.state
+        return state == WAIT or (state == LOCAL and self.local_handler is None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = CLOSED
@@ -397,13 +402,22 @@ class ClientConnection:
         server = self.server
         end = data.find(b"\r\n\r\n")
         if end <= 0:
-            if data.startswith(b"\r\n"):  # RFC 9112 2.2: ignore empty lines before a request
-                data = data.lstrip(b"\r\n")
+            if data.startswith(b"\r\n"):  # RFC 9112 §2.2: ignore empty lines before a request
+                while data.startswith(b"\r\n"):  # CRLFs only: a bare LF is refused below
+                    data = data[2:]
                 if data:
                     self._read_head(data)
                 return
             if len(data) > server.max_header_bytes:
                 self._refuse(431, f"request headers over {server.max_header_bytes} bytes")
+                return
+            try:
+                # Refused at once what can never become a valid head (a bare LF or CR, a bad
+                # request line, HTTP/0.9), not after the header timeout. Only a head that
+                # spans reads pays for this.
+                check_partial(data)
+            except HttpError as exc:
+                self._refuse(exc.status, exc.message)
                 return
             self.buf = data
             if not self.head_started:
@@ -417,6 +431,13 @@ class ClientConnection:
         try:
             head = server.parser.parse(data[:end] if end < len(data) else data)
         except HttpError as exc:
+            if data.startswith(b"\r\n"):
+                # Empty lines before the request line (RFC 9112 §2.2: ignored): the parsers
+                # and the policy see the head from its request line.
+                while data.startswith(b"\r\n"):
+                    data = data[2:]
+                self._read_head(data)
+                return
             self._refuse(exc.status, exc.message)
             return
         rest = data[end:] if end < len(data) else b""
@@ -444,16 +465,17 @@ class ClientConnection:
             self._answer(400, unknown_path_message(path), rest)
             return
         length = head.length
+        relayed: bytes | None = None
         if length == 0:
             self.state = WAIT
         else:
             self.state = BODY
             if length == CHUNKED:
-                self.req_framer = ChunkedFramer()
-                # Refuse a malformed body before a byte of the request leaves, when the
-                # bad framing arrived with the head (it usually does).
+                self.req_framer = framer = RequestChunks()
+                # Read the body that came with the head before a byte of the request leaves:
+                # bad framing there is refused with nothing forwarded.
                 try:
-                    ChunkedFramer().feed(rest)
+                    relayed = framer.relay(rest)
                 except HttpError as exc:
                     self._refuse(400, exc.message)
                     return
@@ -488,13 +510,16 @@ class ClientConnection:
             self._next_candidate(False, upstream)
         if rest:
             if self.state == BODY:
-                self._request_body(rest)
+                self._request_body(rest, relayed)
             else:
                 self.buf = rest
                 if len(rest) > server.high_water:
                     self._pause(P_PIPELINE)
 
-    def _request_body(self, data: bytes) -> None:
+    def _request_body(self, data: bytes, relayed: bytes | None = None) -> None:
+        """Forward body bytes of the request. A chunked body goes re-encoded, each line
+        validated first (RequestChunks); `relayed` is what `_read_head` already made of
+        `data` that way."""
         framer = self.req_framer
         rest = b""
         if framer is None:
@@ -504,16 +529,28 @@ class ClientConnection:
             self.req_left = left - len(data)
             done = self.req_left == 0
         else:
-            try:
-                end = framer.feed(data)
-            except HttpError as exc:
-                self._refuse(400, exc.message)
-                return
-            done = end >= 0
-            if done and end < len(data):
-                data, rest = data[:end], data[end:]
+            if relayed is None:
+                try:
+                    relayed = framer.relay(data)
+                except HttpError as exc:
+                    # RFC 9112 §7.1 framing error: 400 if nothing of the response went out,
+                    # else only the close; the replica connection that got part of the
+                    # body is closed either way (never reused).
+                    if self.resp_state == R_HEAD:
+                        self._refuse(400, exc.message)
+                    else:
+                        self.server.refused += 1
+                        self._abandon_exchange()
+                        self._close()
+                    return
+            done = framer.done
+            if done and framer.end < len(data):
+                rest = data[framer.end :]
+            data = relayed
         backend = self.backend
-        if backend is not None:
+        if not data:
+            pass  # a chunk line held back until its end arrives
+        elif backend is not None:
             self.out.send(backend.write, data)
         else:
             if self.pending is None:
@@ -795,9 +832,18 @@ class ClientConnection:
         self._local_body()
 
     def _local_body(self) -> None:
+        """The admin request's body, once whole, goes to its handler. Bytes arriving while
+        its answer is being made are the next requests: kept in `buf` (reading paused when
+        they grow), read after the answer (`_answer_bytes`). Called from data_received, so
+        it must not raise."""
         head = self.head
         handler = self.local_handler
-        assert head is not None and handler is not None
+        if head is None:
+            return
+        if handler is None:  # the answer is pending: hold what follows
+            if len(self.buf) > self.server.high_water:
+                self._pause(P_PIPELINE)
+            return
         if len(self.buf) < head.length:
             return
         body, self.buf = self.buf[: head.length], self.buf[head.length :]

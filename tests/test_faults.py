@@ -63,6 +63,10 @@ def metric(port: int, name: str, **labels: str) -> float | None:
     return float(found.group(1)) if found else None
 
 
+def open_fds(pid: int) -> set[int]:
+    return {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+
+
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -119,8 +123,15 @@ def test_own_descriptor_exhaustion_is_not_a_replica_failure(start_fastlb: StartF
         sock.sendall(GET)
         head, _ = read_response(sock, buf)
         assert head.startswith(b"HTTP/1.1 200 ")
-        # The lowest free descriptor number becomes the limit: any new descriptor fails.
-        fds = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+        # The lowest free descriptor number becomes the limit: any new descriptor fails. The
+        # replica connection of that request closes (pool_size = 0) a loop round after the
+        # response: wait until the descriptors stop changing.
+        fds = open_fds(pid)
+        while True:
+            time.sleep(0.2)
+            if (now := open_fds(pid)) == fds:
+                break
+            fds = now
         lowest_free = next(n for n in range(len(fds) + 1) if n not in fds)
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, hard))
         try:

@@ -683,9 +683,14 @@ class ClientConnection:
         self._backend_failed(503, "no replica is available to serve the request")
 
     def _fail_over(self, upstream: Upstream) -> None:
-        """Send the request to `upstream`: on a pooled connection if one is idle."""
+        """Send the request to `upstream`: on a pooled connection if one is idle and the
+        request may be sent again should that one turn out stale (idempotent, no body: see
+        backend_lost); else on a new connection, so that a failover never costs a 502."""
         self.server.retries += 1
-        backend = upstream.acquire()
+        head = self.head
+        backend = None
+        if head is not None and head.length == 0 and head.method in IDEMPOTENT:
+            backend = upstream.acquire()
         if backend is None:
             self._connect(upstream)
         else:

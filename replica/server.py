@@ -6,6 +6,7 @@ and the responses to everything parsed from one read go out in one write. The sh
 uvicorn's httptools_impl: the parser's callbacks collect a request, on_message_complete answers it.
 
     fastlb-replica --name NAME --port PORT [--host 127.0.0.1] [--latency-ms X] [--jitter-ms Y]
+    fastlb-replica --name NAME --fd N ...   (serve on an inherited listening socket: fastlb)
 """
 
 from __future__ import annotations
@@ -308,9 +309,16 @@ def _arg_parser() -> argparse.ArgumentParser:
         "--name",
         help="the replica's name, in /home and X-Served-By (default: $REPLICA_NAME, $SERVER_ID)",
     )
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--port", type=int, default=DEFAULT_PORT,
         help=f"port to listen on, 0 for any free one (default {DEFAULT_PORT})",
+    )
+    where.add_argument(
+        "--fd", type=int, default=None,
+        help="serve on this inherited descriptor, a TCP socket the parent bound (and, "
+        "usually, listens on) so the port is the replica's before it starts: how fastlb "
+        "starts its local replicas; --host and --port are then the socket's",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument(
@@ -338,17 +346,49 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _inherited_socket(fd: int) -> socket.socket:
+    """The listening socket a parent handed over as descriptor `fd` (bound by it, so no other
+    process can take the port between its choice and our start). One only bound is made to
+    listen here; anything but a bound TCP socket is refused (OSError)."""
+    sock = socket.socket(fileno=fd)  # family and type are read from the descriptor
+    if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        sock.detach()
+        raise OSError(f"descriptor {fd} is not a TCP socket")
+    if sock.getsockname()[1] == 0:
+        sock.detach()
+        raise OSError(f"descriptor {fd} is a socket bound to no port")
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
 async def _serve(
-    name: str, dataset: Dataset, host: str, port: int, latency: float, jitter: float
+    name: str,
+    dataset: Dataset,
+    host: str,
+    port: int,
+    latency: float,
+    jitter: float,
+    fd: int | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
+    where = f"descriptor {fd}" if fd is not None else _authority(host, port)
+    try:
+        if fd is not None:
+            sock = _inherited_socket(fd)
+            host, port = sock.getsockname()[:2]
+        else:
+            sock = _listening_socket(host, port)
+    except OSError as exc:
+        print(f"replica {name}: cannot listen on {where}: {exc.strerror or exc}",
+              file=sys.stderr, flush=True)
+        return 1
     replica = Replica(Api(name, dataset, _authority(host, port)), loop, latency, jitter)
     try:
-        server = await loop.create_server(
-            lambda: ReplicaProtocol(replica), sock=_listening_socket(host, port)
-        )
+        server = await loop.create_server(lambda: ReplicaProtocol(replica), sock=sock)
     except OSError as exc:
-        print(f"replica {name}: cannot listen on {_authority(host, port)}: {exc.strerror or exc}",
+        print(f"replica {name}: cannot listen on {where}: {exc.strerror or exc}",
               file=sys.stderr, flush=True)
         return 1
     bound = server.sockets[0].getsockname()[1] if server.sockets else port
@@ -379,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(problem)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port {args.port} is not a port (0..65535)")
+    if args.fd is not None and args.fd < 0:
+        parser.error(f"--fd {args.fd} is not a descriptor")
     for option, value in (("--latency-ms", args.latency_ms), ("--jitter-ms", args.jitter_ms)):
         if not (math.isfinite(value) and value >= 0.0):
             parser.error(f"{option} must be a non-negative number of milliseconds")
@@ -389,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     return uvloop.run(
         _serve(name, dataset, args.host, args.port, args.latency_ms / 1000.0,
-               args.jitter_ms / 1000.0)
+               args.jitter_ms / 1000.0, args.fd)
     )
 
 

@@ -7,20 +7,25 @@ mechanism misses. `python -m bench.healing` measures the same thing for the reco
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import uvloop
 
 from bench.healing import run_trials
 from fastlb.app import Balancer
-from fastlb.config import Config, HealthConfig, ProxyConfig, ReplicasConfig
-from tests.conftest import Fastlb, LoadResult, http_get, replica_children, run_load
+from fastlb.config import Config, HealthConfig, ProxyConfig, ReplicasConfig, ReplicaSpec
+from tests.conftest import ROOT, Fastlb, LoadResult, http_get, replica_children, run_load
 
 StartFastlb = Callable[[str], Fastlb]
 
@@ -184,3 +189,114 @@ def test_balancer_config_dataclass_round_trip() -> None:
     # `replace` keeps the frozen config usable by the in-process scenarios above.
     config = replace(Config(), proxy=ProxyConfig(port=0))
     assert config.proxy.port == 0
+
+
+def test_a_replica_whose_port_another_answers_is_down_and_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Two real replicas; then the port fastlb has for B is answered by A (what the old port race
+    # did: B's startup heartbeat answered by A, B's keys sent to A). B's heartbeats fail, the
+    # log says why once, and A is not touched.
+    import asyncio
+
+    health = HealthConfig(interval=0.05, timeout=1.0, replace_after=60.0)
+    config = Config(
+        proxy=ProxyConfig(port=0),
+        health=health,
+        replicas=ReplicasConfig(names=("IdA", "IdB"), count=2),
+    )
+
+    async def scenario() -> tuple[list[str], int, str]:
+        balancer = Balancer(config)
+        await balancer.start()
+        try:
+            cluster = balancer.cluster
+            a, b = cluster.members["IdA"], cluster.members["IdB"]
+            assert a.replica is not None and b.replica is not None
+            b.replica = replace(b.replica, port=a.replica.port)
+            # Down after `fall` failures; the probes then wait for the healing (60 s away).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10.0
+            while b.state != "down" and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)  # a second warning would come within these probes
+            return (
+                [f"{e.kind} {e.replica}" for e in cluster.events],
+                cluster.heartbeat_failures.get("IdA", 0),
+                b.state,
+            )
+        finally:
+            await balancer.stop()
+
+    with caplog.at_level(logging.INFO, logger="fastlb"):
+        events, a_failures, b_state = uvloop.run(scenario())
+    assert b_state == "down"
+    assert "down IdB" in events and "down IdA" not in events
+    assert a_failures == 0
+    said = [
+        r.getMessage() for r in caplog.records if "another replica holds its port" in r.getMessage()
+    ]
+    assert len(said) == 1, said
+    assert "answered as 'IdA', not 'IdB'" in said[0]
+
+
+def test_a_static_replica_that_fails_is_down_not_replaced(tmp_path: Path) -> None:
+    # Nothing of fastlb's runs behind a static replica: it is logged down, probed on, and taken
+    # back when it answers again; never "replaced" (which only declared it up again, unseen).
+    import asyncio
+
+    hole = socket.socket()  # bound, not listening: connections to it are refused
+    hole.bind(("127.0.0.1", 0))
+    port = hole.getsockname()[1]
+    health = HealthConfig(interval=0.05, timeout=0.5, replace_after=0.1, backoff=0.1)
+    config = Config(
+        proxy=ProxyConfig(port=0),
+        health=health,
+        replicas=ReplicasConfig(
+            provider="static",
+            count=1,
+            names=("Far",),
+            static=(ReplicaSpec("Far", "127.0.0.1", port),),
+        ),
+    )
+
+    async def scenario() -> tuple[list[str], list[str], int]:
+        balancer = Balancer(config)
+        await balancer.start()
+        child = None
+        try:
+            cluster = balancer.cluster
+            member = cluster.members["Far"]
+            while member.state != "down":
+                await asyncio.sleep(0.02)
+            # Ten times replace_after: a replacement would have happened many times over.
+            failures = cluster.heartbeat_failures["Far"]
+            while cluster.heartbeat_failures["Far"] < failures + 20:
+                await asyncio.sleep(0.02)
+            while_down = [f"{e.kind} {e.replica}" for e in cluster.events]
+            # Someone brings it back on its address: `rise` good heartbeats take it back.
+            child = subprocess.Popen(
+                [sys.executable, "-m", "replica", "--name", "Far", "--fd", str(hole.fileno())],
+                pass_fds=(hole.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=ROOT,
+            )
+            hole.close()
+            while member.state != "up":
+                await asyncio.sleep(0.02)
+            return while_down, [f"{e.kind} {e.replica}" for e in cluster.events], member.restarts
+        finally:
+            if child is not None:
+                child.terminate()
+                child.wait(timeout=10)
+            await balancer.stop()
+
+    try:
+        while_down, events, restarts = uvloop.run(scenario())
+    finally:
+        hole.close()
+    assert "down Far" in while_down
+    kinds = {event.split()[0] for event in events}
+    assert not kinds & {"replaced", "crash-loop", "restart-failed"}, events
+    assert events[-1] == "up Far" and restarts == 0

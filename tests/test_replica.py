@@ -627,3 +627,98 @@ def test_bad_arguments_exit_2(args: list[str], monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(SystemExit) as exited:
         main(args)
     assert exited.value.code == 2
+
+
+# -- serving on an inherited socket (--fd: how fastlb starts its local replicas) --------------
+
+
+def _spawn_on(sock: socket.socket, name: str, *args: str) -> subprocess.Popen[bytes]:
+    """`python -m replica --fd N` on `sock`, which the child inherits; our copy is closed at
+    once, as fastlb closes its own."""
+    fd = sock.fileno()
+    argv = [sys.executable, "-m", "replica", "--name", name, "--fd", str(fd), *args]
+    try:
+        return subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env=_child_env(None),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            pass_fds=(fd,),
+        )
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("listening", [True, False], ids=["listening", "bound-only"])
+def test_serves_on_an_inherited_socket(listening: bool) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    if listening:
+        sock.listen(16)
+    port = sock.getsockname()[1]
+    proc = _spawn_on(sock, "Heir")
+    try:
+        if listening:
+            # Bound and listening before the child even runs: a client that connects now
+            # waits in the backlog instead of being refused, and no one else can take the port.
+            early = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
+            early.sendall(b"GET /heartbeat HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, _ = read_response(early.makefile("rb"))
+            early.close()
+            assert (status, headers["x-served-by"]) == (200, "Heir")
+        _wait_ready(proc, port)
+        assert proc.stderr is not None
+        assert proc.stderr.readline().decode().strip() == (
+            f"replica Heir listening on 127.0.0.1:{port}"
+        )
+        running = Running("Heir", port, proc, "")
+        response, body = running.get("/home")
+        assert response.getheader("X-Served-By") == "Heir"
+        assert json.loads(body)["message"] == "Hello from Server: Heir"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=IO_TIMEOUT) == 0
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def test_fd_that_is_not_a_socket_exits_1_and_says_why(tmp_path: Path) -> None:
+    with open(tmp_path / "file", "wb") as plain:
+        fd = plain.fileno()
+        done = subprocess.run(
+            [sys.executable, "-m", "replica", "--name", "NoSock", "--fd", str(fd)],
+            cwd=REPO,
+            env=_child_env(None),
+            capture_output=True,
+            timeout=START_TIMEOUT,
+            check=False,
+            pass_fds=(fd,),
+        )
+    assert done.returncode == 1
+    assert f"replica NoSock: cannot listen on descriptor {fd}:".encode() in done.stderr
+
+
+def test_fd_that_is_not_open_exits_1() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "replica", "--name", "NoFd", "--fd", "987"],
+        cwd=REPO,
+        env=_child_env(None),
+        capture_output=True,
+        timeout=START_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert b"replica NoFd: cannot listen on descriptor 987:" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["--name", "x", "--fd", "3", "--port", "80"], ["--name", "x", "--fd", "-1"]]
+)
+def test_bad_fd_arguments_exit_2(args: list[str]) -> None:
+    from replica.server import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2

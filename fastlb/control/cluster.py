@@ -28,13 +28,16 @@ from fastlb.control.tables import TableBuilder
 from fastlb.errors import FastlbError
 from fastlb.proxy.server import ProxyServer
 from fastlb.proxy.upstream import Upstream
-from fastlb.replicas.base import Provider, Replica, heartbeat
+from fastlb.replicas.base import Provider, Replica, probe
 from fastlb.routing import Route
 
 log = logging.getLogger("fastlb.cluster")
 
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 MAX_WEIGHT = 256
+#: Heartbeats that fastlb could not send for want of its own descriptors are logged at most
+#: this often (seconds): at the limit every probe of every replica fails the same way.
+OWN_FAILURE_LOG_EVERY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,8 @@ class Member:
         "enabled",
         "healing",
         "health",
+        "impostor",
+        "last_failure",
         "name",
         "probes",
         "replica",
@@ -82,6 +87,8 @@ class Member:
         self.probes: asyncio.Task[None] | None = None
         self.healing: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()  # set to probe now rather than at the next interval
+        self.impostor = ""  # who answered its heartbeats instead of it (logged once), or ""
+        self.last_failure = ""  # the last restart failure logged (a repeat is not logged)
 
     @property
     def routable(self) -> bool:
@@ -123,6 +130,11 @@ class Cluster:
         self.events: deque[Event] = deque(maxlen=500)
         self.restarts_total = 0
         self.heartbeat_failures: dict[str, int] = {}
+        #: Heartbeats not sent because fastlb itself was out of descriptors (or buffers,
+        #: memory, local ports): no replica's health was judged by them.
+        self.heartbeats_skipped = 0
+        self._skipped_logged = 0  # heartbeats_skipped when that was last logged
+        self._skipped_log_at = -OWN_FAILURE_LOG_EVERY  # loop time of that log line
         self._publish_lock = asyncio.Lock()
         self._wanted = 0
         self._built = 0
@@ -229,9 +241,11 @@ class Cluster:
             raise errors[0]
         return started
 
-    def _event(self, kind: str, replica: str, detail: str = "") -> None:
+    def _event(self, kind: str, replica: str, detail: str = "", *, quiet: bool = False) -> None:
+        """Record an event for the status page and log it (`quiet`: a repeat, recorded only)."""
         self.events.append(Event(time.time(), kind, replica, detail))
-        log.info("%s %s%s", replica, kind, f": {detail}" if detail else "")
+        if not quiet:
+            log.info("%s %s%s", replica, kind, f": {detail}" if detail else "")
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
@@ -263,15 +277,45 @@ class Cluster:
             replica = member.replica
             if replica is None or member.stopping or member.healing is not None:
                 continue
-            ok = await heartbeat(replica.host, replica.port, hc.timeout)
+            beat = await probe(replica.host, replica.port, hc.timeout, replica.identity)
             if member.replica is not replica or member.stopping:
                 continue  # replaced or removed while the probe ran
-            if not ok:
+            if beat.own:
+                # fastlb could not even open the socket (EMFILE and the like): that says
+                # nothing about the replica, whose health stays as it was.
+                self._skipped(beat.reason)
+                continue
+            if beat.ok:
+                member.impostor = ""
+            else:
                 self.heartbeat_failures[member.name] = (
                     self.heartbeat_failures.get(member.name, 0) + 1
                 )
-            if member.health.heartbeat(ok):
+                if beat.served_by is not None and beat.served_by != member.impostor:
+                    member.impostor = beat.served_by
+                    log.warning(
+                        "%s: the heartbeat to %s:%d %s: another replica holds its port; "
+                        "counted as a failed heartbeat",
+                        member.name, replica.host, replica.port, beat.reason,
+                    )
+            if member.health.heartbeat(beat.ok):
                 self._health_changed(member)
+
+    def _skipped(self, reason: str) -> None:
+        """A heartbeat fastlb could not send for its own want of resources: counted, and
+        logged at most once each OWN_FAILURE_LOG_EVERY seconds (with how many since)."""
+        self.heartbeats_skipped += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._skipped_log_at < OWN_FAILURE_LOG_EVERY:
+            return
+        count = self.heartbeats_skipped - self._skipped_logged
+        self._skipped_logged = self.heartbeats_skipped
+        self._skipped_log_at = now
+        log.warning(
+            "%d heartbeat(s) not sent: fastlb itself is out of resources (%s); replica health "
+            "is left as it was; raise the descriptor limit (ulimit -n) if this lasts",
+            count, reason,
+        )
 
     def _health_changed(self, member: Member) -> None:
         if member.health.state == DOWN:
@@ -279,7 +323,10 @@ class Cluster:
             if member.upstream is not None:
                 member.upstream.close_idle()
             self._publish_soon()
-            self._heal(member, delay=self.config.health.replace_after)
+            if self.provider.replaceable:
+                self._heal(member, delay=self.config.health.replace_after)
+            # else (static): nothing of ours to restart; the heartbeats go on, and `rise`
+            # good ones bring it back.
         elif member.health.state == UP:
             self._event("up", member.name)
             self._publish_soon()
@@ -323,8 +370,17 @@ class Cluster:
                     wait = min(hc.backoff * 2 ** (member.crashes - 2), hc.backoff_max)
                     self._event("crash-loop", member.name, f"restarting in {wait:g} s")
                     await asyncio.sleep(wait)
-                if await self._restart(member):
-                    return
+                try:
+                    if await self._restart(member):
+                        return
+                except Exception as exc:
+                    # Stopping the old one failed, or something not foreseen: never an
+                    # unretrieved task exception, never a retry without the backoff above.
+                    detail = f"{type(exc).__name__}: {exc}"
+                    if detail != member.last_failure:
+                        log.exception("%s: replacement failed", member.name)
+                    member.started_at = time.monotonic()
+                    self._restart_failed(member, detail)
         finally:
             member.healing = None
             if member.health.state == DOWN and not member.stopping and not self._closing:
@@ -344,10 +400,14 @@ class Cluster:
             self.members[name] = member
         try:
             replica = await self.provider.start(name)
-        except FastlbError as exc:
+        except (FastlbError, OSError) as exc:
+            # FastlbError: the provider's own account (EMFILE on Popen is one, for the local
+            # provider); OSError: a provider that let one through. Either way the loop in
+            # _replace waits its backoff before the next try.
             member.started_at = time.monotonic()
-            self._event("restart-failed", name, str(exc))
+            self._restart_failed(member, str(exc))
             return False
+        member.last_failure = ""
         member.restarts += 1
         self.restarts_total += 1
         self._running(member, replica)
@@ -355,6 +415,13 @@ class Cluster:
         self._event("replaced", name, detail)
         await self.publish()
         return True
+
+    def _restart_failed(self, member: Member, detail: str) -> None:
+        """A failed restart: an event each time, a log line only when the reason changes
+        (at the descriptor limit every try fails the same way)."""
+        repeat = detail == member.last_failure
+        member.last_failure = detail
+        self._event("restart-failed", member.name, detail, quiet=repeat)
 
     def _fresh_name(self) -> str:
         while True:

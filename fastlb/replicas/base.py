@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 #: Called with a replica's name the moment the provider sees it die on its own.
 ExitCallback = Callable[[str], None]
@@ -20,10 +21,19 @@ class Replica:
     port: int
     weight: int = 1
     pid: int | None = None  # local processes only
+    #: The name it answers with in X-Served-By, when fastlb gave it that name (local and Docker
+    #: replicas); None for a static replica, whose label in fastlb's config is the operator's
+    #: and need not be what the program behind it calls itself.
+    identity: str | None = None
 
 
 class Provider(Protocol):
     """Starts and stops replicas by name. Docker containers come behind the same interface."""
+
+    #: Whether `start` makes a new replica (a process, a container) or only names one that
+    #: something else runs (static): a replica that stays down is replaced only in the first
+    #: case; in the second fastlb keeps probing it and takes it back when it answers.
+    replaceable: bool
 
     def names(self) -> list[str]:
         """The replicas the configuration asks for, in order."""
@@ -56,18 +66,87 @@ class Provider(Protocol):
 
 
 HEARTBEAT_REQUEST = b"GET /heartbeat HTTP/1.1\r\nHost: replica\r\nConnection: close\r\n\r\n"
+_MAX_HEAD: Final = 16384  # a heartbeat answer's head; past this it is not a heartbeat answer
+
+#: Errors that say fastlb itself is out of a resource (descriptors, socket buffers, memory,
+#: local ports), not that the replica failed: socket(2) and connect(2) fail this way before a
+#: single byte reaches the replica, so such a heartbeat tells nothing about it.
+OWN_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL}
+)
 
 
-async def heartbeat(host: str, port: int, timeout: float) -> bool:
-    """One GET /heartbeat; True on a 200 within `timeout`."""
+def own_resource_error(exc: BaseException) -> bool:
+    """Whether `exc` is fastlb's own want of a resource (EMFILE and the like)."""
+    return isinstance(exc, OSError) and exc.errno in OWN_ERRNOS
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What one heartbeat found.
+
+    `ok`: the replica answered 200, as itself. `own`: the probe could not be made because fastlb
+    is out of descriptors (or buffers, memory, local ports): it says nothing about the replica,
+    so neither `ok` nor a failure may be counted. `served_by`: the name the answer gave in
+    X-Served-By, when it gave one. `reason`: why it failed, for the log.
+    """
+
+    ok: bool
+    own: bool = False
+    served_by: str | None = None
+    reason: str = ""
+
+
+async def probe(host: str, port: int, timeout: float, identity: str | None = None) -> Beat:
+    """One GET /heartbeat. Good on a 200 within `timeout` that, when `identity` is given, does
+    not name another replica in its X-Served-By: a port answered by someone else (a replica
+    that took the port of one that died, say) is not that replica, and routing its keys there
+    would send them to the wrong place. An answer without X-Served-By (another program behind
+    a static replica) is judged by its status alone."""
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(host, port, limit=_MAX_HEAD)
             try:
                 writer.write(HEARTBEAT_REQUEST)
-                status_line = await reader.readline()
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError as exc:
+                    head = exc.partial  # closed early: what it did say still counts
+                except asyncio.LimitOverrunError:
+                    head = await reader.read(_MAX_HEAD)  # judged on its status line
             finally:
                 writer.close()
-    except (OSError, TimeoutError):
-        return False
-    return status_line.startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 "))
+    except TimeoutError:
+        return Beat(False, reason=f"no answer within {timeout:g} s")
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return Beat(False, own=own_resource_error(exc), reason=reason)
+    return judge(head, identity)
+
+
+def judge(head: bytes, identity: str | None) -> Beat:
+    """The verdict on a heartbeat answer's head (sans-IO: the tests feed it bytes)."""
+    lines = head.split(b"\r\n")
+    status = lines[0]
+    # RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ]
+    if not status.startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 ")):
+        if not status:
+            return Beat(False, reason="closed the connection without answering")
+        return Beat(False, reason=f"answered {status[:80].decode('latin-1')!r}, not 200")
+    served_by: str | None = None
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name.lower() == b"x-served-by":
+            served_by = value.strip(b" \t").decode("latin-1")
+            if identity is not None and served_by != identity:
+                return Beat(
+                    False,
+                    served_by=served_by,
+                    reason=f"answered as {served_by!r}, not {identity!r}",
+                )
+    return Beat(True, served_by=served_by)
+
+
+async def heartbeat(host: str, port: int, timeout: float, identity: str | None = None) -> bool:
+    """One GET /heartbeat; True on a 200 within `timeout` from `identity` (see `probe`)."""
+    return (await probe(host, port, timeout, identity)).ok

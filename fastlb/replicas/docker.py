@@ -60,6 +60,8 @@ _EVENTS_RETRY = 1.0  # seconds before reading the event stream again after it br
 class DockerProvider:
     """Starts, stops, adopts and watches replica containers for one fastlb cluster."""
 
+    replaceable = True  # a container that stays down is replaced by a new one
+
     def __init__(self, config: ReplicasConfig) -> None:
         self._config = config
         self._weights = dict(config.weights)
@@ -106,7 +108,7 @@ class DockerProvider:
         for name, cid, (host, port) in found:
             self._dead.pop(name, None)
             self._owned[name] = cid
-            replica = Replica(name, host, port, self._weights.get(name, 1))
+            replica = Replica(name, host, port, self._weights.get(name, 1), identity=name)
             self._replicas[name] = replica
             adopted.append(replica)
             log.info("adopted replica %s (container %s) at %s:%d", name, cid[:12], host, port)
@@ -142,7 +144,7 @@ class DockerProvider:
         self._pending.pop(name, None)
         self._dead.pop(name, None)
         self._owned[name] = cid
-        replica = Replica(name, host, port, self._weights.get(name, 1))
+        replica = Replica(name, host, port, self._weights.get(name, 1), identity=name)
         self._replicas[name] = replica
         if reused:
             log.info("replica %s: took over running container %s", name, cid[:12])

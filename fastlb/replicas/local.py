@@ -1,4 +1,5 @@
-"""Replicas as child processes: `python -m replica` on free loopback ports.
+"""Replicas as child processes: `python -m replica`, each serving on a loopback socket that
+fastlb bound and listens on before it starts the child, which inherits it (`--fd N`).
 
 A child that exits is seen at once: each child's pidfd (Linux >= 5.3) is watched by the event
 loop, which wakes when the process ends; no polling, no SIGCHLD handler, no thread.
@@ -23,23 +24,37 @@ import sys
 from fastlb.config import ReplicasConfig
 from fastlb.errors import ReplicaError
 from fastlb.lifetime import die_with_parent
-from fastlb.replicas.base import ExitCallback, Replica, heartbeat
+from fastlb.replicas.base import ExitCallback, Replica, own_resource_error, probe
 
 log = logging.getLogger("fastlb.replicas")
 
-_START_ATTEMPTS = 3  # a port taken between our probe and the child's bind costs a retry
 _STOP_GRACE = 2.0
+_BACKLOG = 1024  # what the replica's own listener asks for (replica/server.py)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A socket bound to a port the kernel picks and already listening, for one child to
+    inherit. The port is the child's from this moment on: no other socket can bind it while
+    the child (or this process, until it has handed it over) holds it. Picking a free port,
+    closing it and letting the child bind it later gave two replicas started together the same
+    port now and then; the second one's startup heartbeat was then answered by the first.
+    Connections made before the child accepts wait in the backlog rather than being refused."""
+    return socket.create_server((host, 0), backlog=_BACKLOG)
+
+
+def _start_failure(name: str, exc: OSError) -> ReplicaError:
+    why = exc.strerror or str(exc)
+    if own_resource_error(exc):
+        return ReplicaError(
+            f"replica {name!r} cannot be started: fastlb is out of a resource ({why}); "
+            "it keeps trying; raise the descriptor limit (ulimit -n) if this lasts"
+        )
+    return ReplicaError(f"replica {name!r} cannot be started: {why}")
 
 
 class LocalProvider:
     host = "127.0.0.1"
+    replaceable = True  # a child that dies or hangs is replaced by a new one
 
     def __init__(self, config: ReplicasConfig, python: str = sys.executable) -> None:
         self._config = config
@@ -61,7 +76,14 @@ class LocalProvider:
         return []
 
     def _watch(self, name: str, proc: subprocess.Popen[bytes]) -> None:
-        fd = os.pidfd_open(proc.pid)
+        try:
+            fd = os.pidfd_open(proc.pid)
+        except OSError as exc:
+            # Out of descriptors: the child runs and answers, so keep it; its death will show
+            # in the heartbeats instead of at once.
+            log.warning("replica %s (pid %d): not watched for exit (%s); heartbeats will see it",
+                        name, proc.pid, exc.strerror or exc)
+            return
         self._watched[name] = fd
         asyncio.get_running_loop().add_reader(fd, self._exited, name, proc)
 
@@ -81,50 +103,73 @@ class LocalProvider:
             if self._on_exit is not None:
                 self._on_exit(name)
 
-    def command(self, name: str, port: int) -> list[str]:
+    def command(self, name: str, *, fd: int | None = None, port: int = 0) -> list[str]:
+        """The child's command line: serving on inherited descriptor `fd`, or (to run it by
+        hand) on `port`."""
         cfg = self._config
         cmd = [self._python, "-m", "replica", "--name", name, "--host", self.host]
-        cmd += ["--port", str(port)]
+        cmd += ["--fd", str(fd)] if fd is not None else ["--port", str(port)]
         if cfg.latency_ms:
             cmd += ["--latency-ms", str(cfg.latency_ms)]
         if cfg.jitter_ms:
             cmd += ["--jitter-ms", str(cfg.jitter_ms)]
         return cmd
 
+    def _spawn(self, name: str) -> tuple[subprocess.Popen[bytes], int]:
+        """Start the child on a listening socket bound here; it inherits the socket, and this
+        process closes its own copy once the child has it."""
+        sock = listening_socket(self.host)
+        try:
+            port: int = sock.getsockname()[1]
+            fd = sock.fileno()
+            proc = subprocess.Popen(
+                self.command(name, fd=fd),
+                stdin=subprocess.DEVNULL,
+                pass_fds=(fd,),
+                preexec_fn=functools.partial(die_with_parent, os.getpid()),
+            )
+        finally:
+            sock.close()
+        return proc, port
+
     async def start(self, name: str) -> Replica:
         if name in self._procs:
             raise ReplicaError(f"replica {name!r} is already running")
-        last = ""
-        parent = os.getpid()
-        for _ in range(_START_ATTEMPTS):
-            port = free_port(self.host)
-            proc = subprocess.Popen(
-                self.command(name, port),
-                stdin=subprocess.DEVNULL,
-                preexec_fn=functools.partial(die_with_parent, parent),
+        try:
+            proc, port = self._spawn(name)
+        except OSError as exc:  # EMFILE on socket() or Popen's pipes, ENOMEM on fork, ...
+            raise _start_failure(name, exc) from None
+        self._procs[name] = proc
+        if await self._wait_ready(proc, port, name):
+            replica = Replica(
+                name, self.host, port, self._weights.get(name, 1), proc.pid, identity=name
             )
-            self._procs[name] = proc
-            if await self._wait_ready(proc, port):
-                replica = Replica(name, self.host, port, self._weights.get(name, 1), proc.pid)
-                self._replicas[name] = replica
-                self._watch(name, proc)
-                return replica
-            last = f"exit code {proc.returncode}" if proc.returncode is not None else "timeout"
-            await self._terminate(name)
+            self._replicas[name] = replica
+            self._watch(name, proc)
+            return replica
+        last = f"exit code {proc.returncode}" if proc.returncode is not None else "timeout"
+        await self._terminate(name)
         raise ReplicaError(
             f"replica {name!r} did not answer /heartbeat within "
             f"{self._config.start_timeout:g} s ({last}); run "
-            f"`{' '.join(self.command(name, 8000))}` to see why"
+            f"`{' '.join(self.command(name, port=8000))}` to see why"
         )
 
-    async def _wait_ready(self, proc: subprocess.Popen[bytes], port: int) -> bool:
+    async def _wait_ready(self, proc: subprocess.Popen[bytes], port: int, name: str) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._config.start_timeout
         while loop.time() < deadline:
             if proc.poll() is not None:
                 return False
-            if await heartbeat(self.host, port, 2.0):
+            # Bounded by the deadline: the socket listens before the child runs, so a probe
+            # connects at once and would otherwise wait for the child past start_timeout.
+            beat = await probe(self.host, port, min(2.0, max(0.001, deadline - loop.time())), name)
+            if beat.ok:
                 return True
+            if beat.served_by is not None:
+                # Cannot happen with the socket handed over; if it does, say so, once.
+                log.warning("replica %s: port %d %s", name, port, beat.reason)
+                return False
             await asyncio.sleep(0.02)
         return False
 

@@ -9,6 +9,10 @@ from fastlb.replicas.base import ExitCallback, Replica
 
 
 class StaticProvider:
+    # Nothing is started here: a static replica that is down stays down (and is probed) until
+    # whoever runs it brings it back; "replacing" it would only declare it up again unseen.
+    replaceable = False
+
     def __init__(self, config: ReplicasConfig) -> None:
         self._specs = {spec.name: spec for spec in config.static}
 

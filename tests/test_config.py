@@ -80,6 +80,7 @@ def test_defaults_of_the_new_keys() -> None:
     """The documented defaults, spelled out: a change to one is a change to conf/lb.toml too."""
     cfg = default()
     assert cfg.proxy.shutdown_timeout == 10.0
+    assert cfg.proxy.max_connections == 0  # derived from the descriptor limit
     assert cfg.replicas.provider == "local"
     assert (
         cfg.replicas.image,
@@ -198,6 +199,7 @@ def test_every_key_is_read() -> None:
         replica_paths = []
         backlog = 16
         shutdown_timeout = 2.5
+        max_connections = 500
 
         [routing]
         table = "classic"
@@ -265,6 +267,7 @@ def test_every_key_is_read() -> None:
             replica_paths=(),
             backlog=16,
             shutdown_timeout=2.5,
+            max_connections=500,
         ),
         routing=RoutingConfig(
             table="classic",
@@ -363,6 +366,9 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("proxy", "high_water", "0", "a positive integer"),
     ("proxy", "low_water", "-1", "an integer >= 0"),
     ("proxy", "backlog", "0", "a positive integer"),
+    ("proxy", "max_connections", "-1", "an integer >= 0"),
+    ("proxy", "max_connections", '"1k"', "an integer >= 0"),
+    ("proxy", "max_connections", "10.5", "an integer >= 0"),
     ("proxy", "shutdown_timeout", "0", "a positive number"),
     ("proxy", "shutdown_timeout", "-10", "a positive number"),
     ("proxy", "shutdown_timeout", '"10s"', "a positive number"),

@@ -882,25 +882,19 @@ class FramerRun:
 
 
 def run_framer(pieces: list[bytes]) -> FramerRun:
-    """Feed a chunked request body to fastlb's ChunkedFramer piece by piece, through its
-    request-side API (`feed_request(data) -> (forward, end)`) where it has one, else `feed`."""
-    from fastlb.http.framing import ChunkedFramer
+    """Feed a chunked request body to fastlb's request-side framer (RequestChunks: each line
+    validated before it is forwarded, the body re-encoded) piece by piece."""
+    from fastlb.http.framing import RequestChunks
 
-    framer = ChunkedFramer()
-    request_side = getattr(framer, "feed_request", None)
-    rewrites = request_side is not None
+    framer = RequestChunks()
+    rewrites = True
     forwarded: list[bytes] = []
     offset = 0
     try:
         for piece in pieces:
-            if request_side is not None:
-                out, end = request_side(piece)
-                forwarded.append(bytes(out))
-            else:
-                end = framer.feed(piece)
-                forwarded.append(piece if end < 0 else piece[:end])
-            if end >= 0:
-                return FramerRun(offset + end, b"".join(forwarded), 0, "", rewrites)
+            forwarded.append(bytes(framer.relay(piece)))
+            if framer.done:
+                return FramerRun(offset + framer.end, b"".join(forwarded), 0, "", rewrites)
             offset += len(piece)
     except HttpError as exc:
         return FramerRun(-1, b"".join(forwarded), exc.status, "", rewrites)

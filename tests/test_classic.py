@@ -169,7 +169,7 @@ def test_state_changes_from_other_hosts_need_the_token(
 
 def test_reading_the_listing_needs_no_token() -> None:
     admin = ClassicAdmin(None, AdminConfig())  # type: ignore[arg-type]
-    admin._check(_request(b"GET /rep HTTP/1.1\r\n\r\n", b"10.9.8.7"), (b"GET", b"HEAD"))
+    admin._check(_request(b"GET /rep HTTP/1.1\r\nHost: a\r\n\r\n", b"10.9.8.7"), (b"GET", b"HEAD"))
 
 
 def test_parse_body_accepts_missing_hostnames() -> None:

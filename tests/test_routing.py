@@ -13,7 +13,9 @@ from fastlb.table import build_table
 
 def key_for(spec: str, raw: bytes, ip: bytes = b"10.0.0.7") -> bytes:
     header, fn = make_key(spec)
-    head = make_head_parser("httptools", header, 100, 16384).parse(raw)
+    # Every HTTP/1.1 request needs its one Host (RFC 9112 §3.2): given here, after the line.
+    line, _, rest = raw.partition(b"\r\n")
+    head = make_head_parser("httptools", header, 100, 16384).parse(line + b"\r\nHost: a\r\n" + rest)
     return fn(head, ip)
 
 

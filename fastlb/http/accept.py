@@ -302,8 +302,12 @@ def content_length(values: list[bytes]) -> int:
 def transfer_coding_is_chunked(values: list[bytes]) -> None:
     """Transfer-Encoding must be exactly one `chunked` (RFC 9112 §6.3 rule 4, §6.1)."""
     codings = [c.strip(b" \t").lower() for value in values for c in value.split(b",")]
-    codings = [c for c in codings if c]
     shown = _shown(b", ".join(values))
+    if b"" in codings:
+        # RFC 9110 §5.6.1 lets a recipient skip empty list elements, but a replica that reads
+        # an empty Transfer-Encoding field line as "no body" would frame this request
+        # another way than fastlb: refused, as h11 and HAProxy refuse it.
+        raise HttpError(400, f"Transfer-Encoding {shown} has an empty element")
     if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
         raise HttpError(400, f"Transfer-Encoding {shown} does not end in a single chunked")
     if len(codings) != 1:

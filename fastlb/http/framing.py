@@ -239,8 +239,14 @@ class RequestChunks:
         nl = data.find(b"\n", pos)
         if nl < 0:
             self._line += data[pos:]
-            if len(self._line) > MAX_CHUNK_LINE:
+            line = self._line
+            if len(line) > MAX_CHUNK_LINE:
                 raise HttpError(400, "chunk-size or trailer line too long")
+            cr = line.find(b"\r")
+            if 0 <= cr < len(line) - 1:
+                # A CR not followed by LF can never become a valid line end (RFC 9112 §2.2):
+                # refused now, not when the body timeout ends the wait for an LF.
+                raise HttpError(400, "a bare CR in a chunk-size or trailer line (RFC 9112 §2.2)")
             return -1
         self._line += data[pos : nl + 1]
         if len(self._line) > MAX_CHUNK_LINE:

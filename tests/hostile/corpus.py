@@ -419,6 +419,7 @@ def _te_te(b: _Builder) -> None:
         "te-chunked-gzip": "Transfer-Encoding: chunked, gzip",
         "te-identity": "Transfer-Encoding: identity",
         "te-empty": "Transfer-Encoding:",
+        "te-empty-element": "Transfer-Encoding: , chunked",
         "te-x": "Transfer-Encoding: x",
         "te-chunked-semicolon": "Transfer-Encoding: chunked;",
         "te-obs-text": "Transfer-Encoding: ch\xe9unked",
@@ -446,6 +447,12 @@ def _te_te(b: _Builder) -> None:
         req("POST / HTTP/1.1", "Transfer-Encoding: chunked", "Transfer-Encoding: x", body=body),
         rej(),
         KETTLE19 + " TE.TE",
+    )
+    b.add(
+        "te-empty-field-then-chunked",
+        req("POST / HTTP/1.1", "TRANSFER-ENCODING: ", "Transfer-Encoding:chunked", body=body),
+        rej(),
+        "fastlb's fuzzer (a replica reading the empty field line as no body); RFC 9110 §5.6.1",
     )
     b.add(
         "te-two-fields-identity",
@@ -721,6 +728,8 @@ def _chunks(b: _Builder) -> None:
     bad("chunk-size-empty", b"\r\nhello\r\n0\r\n\r\n", "RFC 9112 §7.1")
     bad("chunk-size-trailing-sp", b"5 \r\nhello\r\n0\r\n\r\n", FUNKY)
     bad("chunk-size-trailing-tab", b"5\t\r\nhello\r\n0\r\n\r\n", FUNKY)
+    bad("chunk-size-trailing-vt", b"5\x0b\r\nhello\r\n0\r\n\r\n", GARDEN)
+    bad("chunk-size-nul", b"5\x00\r\nhello\r\n0\r\n\r\n", GARDEN)
     bad("chunk-ext-empty", b"5;\r\nhello\r\n0\r\n\r\n", "RFC 9112 §7.1.1")
     bad("chunk-ext-bare-cr", b"5;a\rxx\r\nhello\r\n0\r\n\r\n", FUNKY + "; CVE-2023-30589")
     bad("chunk-ext-nul", b"5;a=\x00\r\nhello\r\n0\r\n\r\n", GARDEN)
@@ -879,6 +888,18 @@ def _field_names(b: _Builder) -> None:
         "CVE-2023-25725",
     )
     b.add("name-no-colon", req("GET / HTTP/1.1", "X-A"), rej(), "RFC 9112 §5.1")
+    b.add(
+        "cl-vt-before-colon",
+        req("POST / HTTP/1.1", "Content-Length\x0b: 5", body=b"hello"),
+        rej(),
+        GARDEN,
+    )
+    b.add(
+        "cl-ff-before-colon",
+        req("POST / HTTP/1.1", "Content-Length\x0c: 5", body=b"hello"),
+        rej(),
+        GARDEN,
+    )
     b.add("name-inner-space", req("GET / HTTP/1.1", "X A: a"), rej(), "RFC 9112 §5.1")
     for ch in '()<>@,;\\"/[]?={}':
         b.add(
@@ -1143,6 +1164,8 @@ def _versions(b: _Builder) -> None:
     b.add("request-line-extra-word", req("GET / HTTP/1.1 x"), rej(), "RFC 9112 §3")
     b.add("request-line-double-space", req("GET  / HTTP/1.1"), rej(), "RFC 9112 §3")
     b.add("request-line-tab", req("GET\t/\tHTTP/1.1"), rej(), "RFC 9112 §3")
+    b.add("request-line-vt", req("GET\x0b/\x0bHTTP/1.1"), rej(), GARDEN)
+    b.add("request-line-ff", req("GET\x0c/ HTTP/1.1"), rej(), GARDEN)
     b.add("request-line-leading-space", req(" GET / HTTP/1.1"), rej(), "RFC 9112 §3")
     b.add(
         "h2-preface",
@@ -1416,6 +1439,19 @@ def _pipelining(b: _Builder) -> None:
         req("GET /1 HTTP/1.1", "Connection: close") + req("GET /2 HTTP/1.1"),
         pipe([Seen(target="/1")], [200], close=True),
         "RFC 9112 §9.6",
+    )
+    big = b"x" * 300_000
+    b.add(
+        "pipe-get-then-big-post",
+        req("GET /1 HTTP/1.1") + post(big),
+        pipe([Seen(target="/1"), Seen("POST", body=big)], [200, 200]),
+        "RFC 9112 §9.3.2",
+    )
+    b.add(
+        "pipe-admin-then-big-post",
+        req("GET /rep HTTP/1.1") + post(big),
+        pipe([Seen("POST", body=big)], [200, 200]),
+        "fastlb issue 11 (more bytes while an admin answer is pending)",
     )
     b.add(
         "pipe-three-middle-bad",

@@ -12,7 +12,7 @@ CONFIG ?=
 # the venv.
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 
-.PHONY: all setup compile run test lint typecheck unit bench report images clean FORCE
+.PHONY: all setup compile run test lint typecheck unit bench hardening fuzz report images clean FORCE
 
 all: test
 
@@ -69,6 +69,15 @@ test: lint typecheck unit
 
 bench: compile
 	$(PY) -m bench.run
+
+# The hostile-input corpus against fastlb (both parsers), HAProxy and nginx, side by side.
+hardening: compile
+	$(PY) -m bench.hardening
+
+# The long fuzz run (the suite runs 1000 exchanges a parser): mutated requests against the
+# head parsers, the chunked framer and a real fastlb behind the strict recorder.
+fuzz: compile
+	$(PY) -m bench.fuzz --inputs 100000
 
 # The spec's analysis (A-1..A-4) against fresh balancers: report/report.md and its charts.
 report: setup

@@ -47,6 +47,13 @@ FAMILIES = {
     "fastlb_backend_failures": "counter",
     "fastlb_client_requests": "counter",
     "fastlb_refused_requests": "counter",
+    "fastlb_accepted_connections": "counter",
+    "fastlb_accept_pauses": "counter",
+    "fastlb_accept_deferred": "counter",
+    "fastlb_max_connections": "gauge",
+    "fastlb_listen_queue": "gauge",
+    "fastlb_dropped_writes": "counter",
+    "fastlb_heartbeats_skipped": "counter",
     "process_cpu_seconds": "counter",
     "process_resident_memory_bytes": "gauge",
     "process_open_fds": "gauge",
@@ -130,6 +137,19 @@ def test_every_family_is_exported_with_values_that_match_the_traffic(
     assert sum(idle.values()) >= 1  # keep-alive connections went back to the pool
     clients = values(families["fastlb_client_connections"], "fastlb_client_connections")[()]
     assert clients >= 1  # at least the scrape's own
+
+    # The listener: run_load's connections (and the scrape's) were accepted, none waited,
+    # nothing ran short; max_connections derived from ulimit -n (at least 474 at 1024).
+    def one(name: str, sample: str | None = None) -> float:
+        return values(families[name], sample or name)[()]
+
+    assert one("fastlb_accepted_connections", "fastlb_accepted_connections_total") >= 11
+    assert one("fastlb_accept_pauses", "fastlb_accept_pauses_total") == 0
+    assert one("fastlb_accept_deferred", "fastlb_accept_deferred_total") == 0
+    assert one("fastlb_max_connections") >= 474
+    assert one("fastlb_listen_queue") == 0
+    assert one("fastlb_heartbeats_skipped", "fastlb_heartbeats_skipped_total") == 0
+    assert one("fastlb_dropped_writes", "fastlb_dropped_writes_total") >= 0
 
     assert values(families["process_resident_memory_bytes"], "process_resident_memory_bytes")[()] > 1e6
     assert values(families["process_cpu_seconds"], "process_cpu_seconds_total")[()] > 0

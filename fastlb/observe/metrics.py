@@ -213,6 +213,54 @@ class FastlbCollector(Collector):
         )
 
         yield CounterMetricFamily(
+            "fastlb_accepted_connections",
+            "Client connections accepted (the data port and the admin listener).",
+            value=sum(s.accepted for s in servers),
+        )
+
+        yield CounterMetricFamily(
+            "fastlb_accept_pauses",
+            "Times fastlb stopped accepting because it held [proxy] max_connections clients; "
+            "new clients waited in the listen backlog meanwhile.",
+            value=sum(s.accept_pauses for s in servers),
+        )
+
+        yield CounterMetricFamily(
+            "fastlb_accept_deferred",
+            "Accepts that failed for want of file descriptors or memory (EMFILE, ENFILE, "
+            "ENOBUFS, ENOMEM): the client stayed in the backlog and accepting resumed 100 ms "
+            "later. Nonzero: raise ulimit -n or lower [proxy] max_connections.",
+            value=sum(s.accept_errors for s in servers),
+        )
+
+        yield GaugeMetricFamily(
+            "fastlb_max_connections",
+            "The client connections the data port holds at most: [proxy] max_connections, or "
+            "what the descriptor limit leaves after fastlb's reserve.",
+            value=servers[0].max_connections if servers else 0,
+        )
+
+        yield GaugeMetricFamily(
+            "fastlb_listen_queue",
+            "Client connections waiting in the listening sockets' backlog, not accepted yet.",
+            value=sum(s.waiting() for s in servers),
+        )
+
+        yield CounterMetricFamily(
+            "fastlb_dropped_writes",
+            "Writes dropped because the client or replica connection had closed earlier in "
+            "the same event-loop round (the writes queued after them still went out).",
+            value=sum(s.outbox.dropped for s in servers),
+        )
+
+        yield CounterMetricFamily(
+            "fastlb_heartbeats_skipped",
+            "Heartbeats not sent because fastlb itself was out of descriptors (or buffers, "
+            "memory, local ports); no replica's health was judged by them.",
+            value=cluster.heartbeats_skipped,
+        )
+
+        yield CounterMetricFamily(
             "fastlb_client_requests",
             "Request heads fastlb received and dispatched, to a replica or answered itself "
             "(admin routes and this page included).",

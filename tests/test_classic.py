@@ -305,3 +305,65 @@ def test_head_rep_has_no_body_and_keeps_the_connection_usable(lb: Fastlb) -> Non
     assert first.endswith(b"\r\n\r\n")  # no body after the HEAD answer
     assert json.loads(second.split(b"\r\n\r\n", 1)[1])["message"]["N"] == 3
     assert read_response is not None
+
+
+# ------------------------------------------------------------------ half-close
+def half_closed(port: int, request: bytes) -> bytes:
+    """Send `request`, half-close (shutdown(SHUT_WR), as `nc -N` and HTTP/1.0 clients do) and
+    read until fastlb closes."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        return data
+
+
+def responses(data: bytes) -> list[tuple[bytes, bytes]]:
+    """Split what a connection received into (head, body) pairs by Content-Length; a cut
+    answer fails."""
+    found = []
+    while data:
+        head, sep, data = data.partition(b"\r\n\r\n")
+        assert sep, head
+        fields = dict(f.partition(b":")[::2] for f in head.split(b"\r\n")[1:])
+        length = int({k.lower(): v for k, v in fields.items()}.get(b"content-length", b"0"))
+        assert len(data) >= length, (head, data)
+        found.append((head, data[:length]))
+        data = data[length:]
+    return found
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_a_half_closed_client_gets_every_answer(start_fastlb: StartFastlb, parser: str) -> None:
+    # RFC 9112 §9.6: a client that half-closes after its requests still reads their answers;
+    # the close comes after the last. Replica paths, fastlb's own routes and a state change
+    # alike, alone and with a request pipelined behind them.
+    lb = start_fastlb(CONFIG.replace("[admin]", f'http = "{parser}"\n[admin]'))
+    added = 0
+    for method, path in [
+        ("GET", "/home"),
+        ("GET", "/status.json"),
+        ("GET", "/rep"),
+        ("GET", "/metrics"),
+        ("POST", "/add"),
+    ]:
+        request = f"{method} {path} HTTP/1.1\r\nHost: x\r\n".encode()
+        if method == "POST":
+            added += 1
+            body = b'{"n": 1, "hostnames": ["S%d"]}' % added
+            request += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+            request += b"\r\n" + body
+        else:
+            request += b"\r\n"
+        for pipelined in (b"", b"GET /home HTTP/1.1\r\nHost: x\r\n\r\n"):
+            if method == "POST" and pipelined:
+                added += 1
+                request = request.replace(b"S%d" % (added - 1), b"S%d" % added)
+            answers = responses(half_closed(lb.port, request + pipelined))
+            assert [h[:13] for h, _ in answers] == [b"HTTP/1.1 200 "] * (1 + bool(pipelined)), (
+                path, pipelined, answers)
+    assert replicas(lb)[3:] == ["S1", "S2"]

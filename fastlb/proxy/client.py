@@ -210,11 +210,18 @@ class ClientConnection:
             self._local_body()
 
     def eof_received(self) -> bool:
+        # RFC 9112 §9.6: a client may half-close after its requests (nc -N, HTTP/1.0 clients):
+        # EOF means "nothing after what is buffered" (h11's rule), so every request it
+        # completed is answered in order, then the connection closes (`_client_done`). That
+        # holds for an admin request whose answer is being made (LOCAL, its body read whole).
         self.eof = True
-        # A client may half-close after its last request: answer it, then close. That holds
-        # for an admin request whose answer is being made (LOCAL, its body read whole) too.
         state = self.state
         return state == WAIT or (state == LOCAL and self.local_handler is None)
+
+    def _client_done(self) -> bool:
+        """Whether the client can send nothing more: it half-closed and every byte it sent
+        before is consumed. Until then an EOF does not end the connection."""
+        return self.eof and not self.buf
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = CLOSED
@@ -269,7 +276,7 @@ class ClientConnection:
         backend = self.backend
         assert head is not None and upstream is not None and backend is not None
         server = self.server
-        client_keep = head.keep_alive and not self.eof and not server.draining
+        client_keep = head.keep_alive and not self._client_done() and not server.draining
         start = 0
         while True:
             end = data.find(b"\r\n\r\n", start)
@@ -729,7 +736,7 @@ class ClientConnection:
                 backend.close()
         self.resp_state = R_NONE
         self.resp_framer = None
-        if not (client_keep and request_done) or self.eof or self.server.draining:
+        if not (client_keep and request_done) or self._client_done() or self.server.draining:
             self._close()
             return
         self._next_request(self.buf, now)
@@ -746,6 +753,8 @@ class ClientConnection:
             self._resume(P_PIPELINE)
         if rest:
             self._read_head(rest)
+        if self.eof and self.state == HEAD:
+            self._close()  # half-closed, and what it sent last is no whole request head
 
     # -------------------------------------------------------------------- failures
     def _refuse(self, status: int, message: str) -> None:
@@ -780,7 +789,7 @@ class ClientConnection:
             self.state in (WAIT, LOCAL)
             and head is not None
             and head.keep_alive
-            and not self.eof
+            and not self._client_done()
             and not self.server.draining
         )
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import random
 import re
 import socket
@@ -40,6 +39,7 @@ from hypothesis import strategies as st
 from fastlb.http.errors import HttpError
 from fastlb.http.head import CHUNKED
 from fastlb.http.parsers import HeadParser
+from tests.hostile.exchange import LogTail
 
 T = TypeVar("T")
 
@@ -1168,22 +1168,16 @@ def exchange(
                 open_ = False
 
 
-class RecorderLog:
-    """Reads the recorder's JSON lines written since the last call."""
+class RecorderLog(LogTail):
+    """Reads the recorder's JSON lines written since the last call, every one (heartbeats too:
+    the fuzzer attributes lines by its own probe requests)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        super().__init__(path, ignore=())
         self.offset = 0
 
     def new(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        with self.path.open("rb") as f:
-            f.seek(self.offset)
-            data = f.read()
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+        return self.read()
 
 
 PROBE = b"GET /__fuzz_probe HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n"

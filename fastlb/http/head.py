@@ -180,15 +180,21 @@ def read_request_head(raw: bytes, key_field: bytes | None, max_fields: int) -> R
         or _FAST_HOST.match(raw, host_at + 7) is None
     ):
         return _unusual_head(raw, key_field, max_fields)
-    key_value: bytes | None = None
-    if key_field is not None:
-        at = lower.find(key_field)
-        if at >= 0:
-            start = at + len(key_field)
-            key_value = raw[start : raw.find(b"\r\n", start)].strip(b" \t")
+    key_value = _key_value(raw, lower, key_field)
     if _ANY_NOTABLE.search(lower) is None:
         return RequestHead(raw, method, target, http11, http11, 0, False, key_value)
     return _notable(raw, method, target, http11, None, key_value)
+
+
+def _key_value(raw: bytes, lower: bytes, key_field: bytes | None) -> bytes | None:
+    """The routing key field's value (`key_field` from `key_field_needle`), or None."""
+    if key_field is None:
+        return None
+    at = lower.find(key_field)
+    if at < 0:
+        return None
+    start = at + len(key_field)
+    return raw[start : raw.find(b"\r\n", start)].strip(b" \t")
 
 
 def _unusual_head(raw: bytes, key_field: bytes | None, max_fields: int) -> RequestHead:
@@ -214,12 +220,7 @@ def _unusual_head(raw: bytes, key_field: bytes | None, max_fields: int) -> Reque
                 400, "Host does not match the absolute-form request-target (RFC 9112 §3.2.2)"
             )
         new_host = authority
-    key_value: bytes | None = None
-    if key_field is not None:
-        at = lower.find(key_field)
-        if at >= 0:
-            start = at + len(key_field)
-            key_value = raw[start : raw.find(b"\r\n", start)].strip(b" \t")
+    key_value = _key_value(raw, lower, key_field)
     return _notable(raw, method, target, http11, new_host, key_value)
 
 

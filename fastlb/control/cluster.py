@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import re
@@ -582,6 +583,16 @@ class Cluster:
         old = self.config
         if config.proxy.host != old.proxy.host or config.proxy.port != old.proxy.port:
             log.warning("reload: [proxy] listen changed; restart fastlb to move the listener")
+        if config.replicas.provider != old.replicas.provider:
+            # The running replicas belong to the old provider: the [replicas] table is kept.
+            log.warning(
+                "reload: [replicas] provider changed from %r to %r; restart fastlb to change "
+                "it ([replicas] kept as it was)", old.replicas.provider, config.replicas.provider,
+            )
+            config = dataclasses.replace(config, replicas=old.replicas)
+        else:
+            # Before anything is started: a replica added to the file is started from it.
+            self.provider.reconfigure(config.replicas)
         self.config = config
         self._weights = dict(config.replicas.weights)
         self.tables.routing = config.routing

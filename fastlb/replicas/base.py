@@ -6,7 +6,10 @@ import asyncio
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
+
+if TYPE_CHECKING:
+    from fastlb.config import ReplicasConfig
 
 #: Called with a replica's name the moment the provider sees it die on its own.
 ExitCallback = Callable[[str], None]
@@ -37,6 +40,13 @@ class Provider(Protocol):
 
     def names(self) -> list[str]:
         """The replicas the configuration asks for, in order."""
+        ...
+
+    def reconfigure(self, config: ReplicasConfig) -> None:
+        """Take the [replicas] table of a reloaded config (called before the replicas it adds
+        are started): what a replica is started from from now on (a static entry's address,
+        latency, weights, the image). Replicas running now keep running as they were; what
+        cannot change without a restart of fastlb is logged as such and kept."""
         ...
 
     def on_exit(self, callback: ExitCallback) -> None:

@@ -22,6 +22,7 @@ close() waits on, so that a cancelled start leaves no container behind).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
@@ -92,6 +93,22 @@ class DockerProvider:
 
     def names(self) -> list[str]:
         return list(self._config.names)
+
+    def reconfigure(self, config: ReplicasConfig) -> None:
+        """Containers started from now on take the new image, network and replica settings.
+        The engine's address and the cluster label say which containers are this fastlb's:
+        changing either under running containers would orphan them, so that needs a restart."""
+        old = self._config
+        for key in ("docker_url", "cluster"):
+            if getattr(config, key) != getattr(old, key):
+                log.warning(
+                    "reload: [replicas] %s changed; restart fastlb to apply it (kept %r)",
+                    key, getattr(old, key),
+                )
+        if config.image != old.image or config.network != old.network:
+            self._prepared = False  # check the new image and network before the next start
+        self._config = dataclasses.replace(config, docker_url=old.docker_url, cluster=old.cluster)
+        self._weights = dict(config.weights)
 
     def on_exit(self, callback: ExitCallback) -> None:
         self._on_exit = callback

@@ -68,6 +68,11 @@ class LocalProvider:
     def names(self) -> list[str]:
         return list(self._config.names)
 
+    def reconfigure(self, config: ReplicasConfig) -> None:
+        # Children started from now on take the new latency, jitter, start timeout, weights.
+        self._config = config
+        self._weights = dict(config.weights)
+
     def on_exit(self, callback: ExitCallback) -> None:
         self._on_exit = callback
 

@@ -19,6 +19,10 @@ class StaticProvider:
     def names(self) -> list[str]:
         return list(self._specs)
 
+    def reconfigure(self, config: ReplicasConfig) -> None:
+        # The entries of the reloaded file: an entry added there can be started (named) now.
+        self._specs = {spec.name: spec for spec in config.static}
+
     def on_exit(self, callback: ExitCallback) -> None:
         """Static replicas are not ours: their failures show in heartbeats only."""
 

@@ -6,6 +6,7 @@ Each test runs with both parsers where the parser could matter (`http` parameter
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -235,6 +236,29 @@ def test_no_replica_left_is_a_503(start_fastlb: StartFastlb) -> None:
         "message": "<Error> no replica is available to serve the request",
         "status": "failure",
     }
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_pipelined_requests_behind_a_503_are_each_answered(
+    start_fastlb: StartFastlb, parser: str, replicas: int
+) -> None:
+    # Every replica's port refuses: with a route whose members all refuse, and with no route at
+    # all once heartbeats take them out, each pipelined request gets its own 503, in order.
+    cfg = static_config(0, [(f"d{i}", free_port()) for i in range(replicas)], http=parser)
+    lb = start_fastlb(cfg.replace(":0", ":{port}"))
+    batch = b"".join(b"GET /p%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(3))
+    batch += b"GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    # At once: routed to ports that refuse (or, once static replicas wait for their first
+    # heartbeat, no route yet).
+    data = raw_exchange(lb.port, batch)
+    assert data.count(b"HTTP/1.1 503 ") == 4, data
+    # Then with every replica down by its heartbeats: no route at all.
+    deadline = time.monotonic() + 20
+    while re.search(rb"^fastlb_replica_up\{.*\} 1", http_get(lb.port, "/metrics")[2], re.M):
+        assert time.monotonic() < deadline, "a replica is still up"
+        time.sleep(0.05)
+    data = raw_exchange(lb.port, batch)
+    assert data.count(b"HTTP/1.1 503 ") == 4, data
 
 
 def test_replica_that_does_not_answer_is_a_504(

@@ -147,7 +147,8 @@ class ProxyServer:
         self._full_since = 0.0  # when accepting paused at max_connections (0.0: it is not)
         self._logged_at = -LOG_EVERY  # when a pause was last logged
         self._unlogged_errors = 0  # accept errors since then
-        self._exhausted = False  # accept failed for want of descriptors, no accept since
+        self._exhausted = False  # accept failed for want of descriptors; backlog not drained since
+        self._exhausted_logged = False  # and that was logged ("cannot accept clients")
         self._factory = lambda: cast(asyncio.Protocol, ClientConnection(self))
         self.reconfigure(config, key_spec)
         #: The writes of the connections, sent when the event loop's round ends.
@@ -221,13 +222,19 @@ class ProxyServer:
     def _on_acceptable(self, sock: socket.socket) -> None:
         """A listening socket is readable: accept a batch of clients, up to max_connections."""
         loop = self.loop
-        for _ in range(ACCEPT_BATCH):
+        for taken in range(ACCEPT_BATCH):
             if self.connections >= self.max_connections:
-                self._pause_full()
+                # Readable with no room: a client waits, so accepting pauses. Full after
+                # taking some, it is not known that one waits: if one does, the socket is
+                # still readable and the next event pauses (and says so, with who waits).
+                if not taken:
+                    self._pause_full()
                 return
             try:
                 conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError):
+                if self._exhausted:
+                    self._recovered()  # every client that waited has been taken
                 return
             except OSError as exc:
                 if exc.errno in _EXHAUSTED:
@@ -237,8 +244,6 @@ class ProxyServer:
                 continue
             self.accepted += 1
             self._opening += 1
-            if self._exhausted:
-                self._recovered()
             try:
                 task = loop.create_task(loop.connect_accepted_socket(self._factory, conn))
             except BaseException:
@@ -257,6 +262,8 @@ class ProxyServer:
     def _pause_full(self) -> None:
         """At max_connections: stop accepting; clients wait in the backlog until some leave."""
         self._stop_readers()
+        if self._exhausted:
+            self._recovered()  # descriptors were found up to the limit: that condition is over
         if not self._full_since:
             self._full_since = monotonic()
             self.accept_pauses += 1
@@ -281,6 +288,7 @@ class ProxyServer:
         now = monotonic()
         if now - self._logged_at >= LOG_EVERY:
             self._logged_at = now
+            self._exhausted_logged = True
             soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
             log.error(
                 "cannot accept clients: %s (ulimit -n %d, %d clients connected, "
@@ -298,11 +306,14 @@ class ProxyServer:
         self._schedule_resume(ACCEPT_RETRY)
 
     def _recovered(self) -> None:
-        """The first accept since descriptors ran out: said once (within the log rate)."""
-        now = monotonic()
-        if now - self._logged_at >= LOG_EVERY:
-            self._exhausted = False
-            self._logged_at = now
+        """Accepting took every waiting client (or stopped at max_connections) since
+        descriptors ran out. Said when the "cannot accept" that began it was (so at most
+        once per such line, a second apart), and always then: a recovery kept back by the
+        rate limit would leave that line as the log's last word on a listener that works.
+        A short lapse whose start was not logged ends unlogged too."""
+        self._exhausted = False
+        if self._exhausted_logged:
+            self._exhausted_logged = False
             log.warning(
                 "accepting clients again (%d clients connected); %d more accepts had been deferred",
                 self.connections,

@@ -48,6 +48,7 @@ class Balancer:
         self.server: ProxyServer | None = None
         self.admin_server: ProxyServer | None = None
         self.admin_socket: AdminSocket | None = None
+        self.classic: ClassicAdmin | None = None
         self._stopping = asyncio.Event()
         self.observers: list[Metrics | StatusPage] = []
         self._reloading: asyncio.Task[None] | None = None
@@ -82,7 +83,8 @@ class Balancer:
         config = self.config
         route = await self.cluster.start()
         # Admin and observability routes, served on the data port or on the admin listener.
-        routes = ClassicAdmin(self.cluster, config.admin).routes()
+        self.classic = ClassicAdmin(self.cluster, config.admin)
+        routes = self.classic.routes()
         self.observers = [Metrics(self), StatusPage(self)]
         for observer in self.observers:
             routes.update(observer.routes())
@@ -110,6 +112,7 @@ class Balancer:
         if config.admin.socket:
             self.admin_socket = AdminSocket(self.cluster)
             await self.admin_socket.start(config.admin.socket)
+        self.cluster.on_reload.append(self._reconfigure)
         # Start the table-building worker now, so the first swap after a failure is quick.
         await self.cluster.publish()
         host, port = self.server.address
@@ -119,6 +122,21 @@ class Balancer:
         log.info(
             "listening on %s:%d, %s table, replicas: %s", host, port, config.routing.table, listing
         )
+
+    def _reconfigure(self, old: Config, new: Config) -> None:
+        """A reload's part outside the cluster: the admin routes take the new [admin] (its
+        token holds from the next request on), the admin listener the new [proxy] settings.
+        Where the admin surfaces listen needs a restart, as [proxy] listen does: said so."""
+        if self.classic is not None:
+            self.classic.admin = new.admin
+        if self.admin_server is not None:
+            self.admin_server.reconfigure(new.proxy, new.routing.key)
+        for key in ("listen", "on_data_port", "socket"):
+            if getattr(new.admin, key) != getattr(old.admin, key):
+                log.warning(
+                    "reload: [admin] %s changed; restart fastlb to move the admin listener "
+                    "(it stays as it was)", key,
+                )
 
     def request_stop(self) -> None:
         self._stopping.set()

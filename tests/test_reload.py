@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from tests.conftest import Backend, Fastlb, http_get, static_config
+import pytest
+
+from fastlb.app import Balancer
+from fastlb.config import load
+from fastlb.control.classic import BadRequest
+from fastlb.http.parsers import make_head_parser
+from fastlb.proxy.client import LocalRequest
+from tests.conftest import Backend, Fastlb, free_port, http_get, raw_exchange, static_config
 
 StartFastlb = Callable[[str], Fastlb]
 StartBackend = Callable[..., Backend]
@@ -51,3 +60,63 @@ def test_a_static_replica_added_to_the_file_serves_after_sighup(
     reload_with(lb, static_config(0, [("A2", a2.port)]).replace(":0", ":{port}"))
     wait_for(lambda: served_by(lb) == {"A2"}, "only A2 serves")
     assert http_get(lb.port, "/r0")[0] == 200
+
+
+def _admin_file(port: int, admin_port: int, token: str, extra: str = "") -> str:
+    return (
+        f'[proxy]\nlisten = "127.0.0.1:{port}"\n{extra}'
+        '[replicas]\nprovider = "static"\n'
+        f'[[replicas.static]]\nname = "A1"\naddress = "127.0.0.1:{free_port()}"\n'
+        f'[admin]\non_data_port = false\nlisten = "127.0.0.1:{admin_port}"\ntoken = "{token}"\n'
+    )
+
+
+def test_a_reload_reaches_the_admin_listener(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # [admin] token and the [proxy] settings the admin listener serves by take effect on a
+    # reload; a changed [admin] listen is logged as needing a restart, as [proxy] listen is.
+    import asyncio
+
+    import uvloop
+
+    port, admin_port = free_port(), free_port()
+    path = tmp_path / "lb.toml"
+    path.write_text(_admin_file(port, admin_port, "old"))
+
+    def from_far(token: str) -> int | None:
+        raw = (b"POST /add HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               b"Content-Length: 8\r\n\r\n" % token.encode())
+        head = make_head_parser("h11", None, 100, 16384).parse(raw)
+        assert balancer.classic is not None
+        try:
+            balancer.classic._check(LocalRequest(head, b"", b"10.9.8.7"), (b"POST",))
+        except BadRequest as exc:
+            return exc.status
+        return None
+
+    async def scenario() -> tuple[list[int | None], list[int | None], bytes, bytes]:
+        loop = asyncio.get_running_loop()
+        await balancer.start()
+        try:
+            before = [from_far("old"), from_far("new")]
+            big = b"GET /rep HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " + b"a" * 3000 + b"\r\n\r\n"
+            answer_before = await loop.run_in_executor(None, raw_exchange, admin_port, big)
+            path.write_text(
+                _admin_file(port, free_port(), "new", "max_header_bytes = 2048\n")
+            )
+            await balancer.cluster.reload()
+            after = [from_far("old"), from_far("new")]
+            answer_after = await loop.run_in_executor(None, raw_exchange, admin_port, big)
+            return before, after, answer_before, answer_after
+        finally:
+            await balancer.stop()
+
+    balancer = Balancer(load(str(path)), config_path=str(path))
+    caplog.set_level(logging.WARNING)
+    before, after, answer_before, answer_after = uvloop.run(scenario())
+    assert before == [None, 403]
+    assert after == [403, None]
+    assert answer_before.startswith(b"HTTP/1.1 200 ")
+    assert answer_after.startswith(b"HTTP/1.1 431 ")
+    assert "[admin] listen changed" in caplog.text

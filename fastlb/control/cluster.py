@@ -142,6 +142,10 @@ class Cluster:
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._weights = dict(config.replicas.weights)
+        #: Called with (old, new) by every reload, before replicas are added or removed: the
+        #: parts outside the cluster that hold configuration (the admin routes, the admin
+        #: listener) take theirs there. They must not raise.
+        self.on_reload: list[Callable[[Config, Config], None]] = []
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> Route[Upstream] | None:
@@ -598,6 +602,8 @@ class Cluster:
         self.tables.routing = config.routing
         if self.server is not None:
             self.server.reconfigure(config.proxy, config.routing.key)
+        for hook in self.on_reload:
+            hook(old, config)
         for member in self.members.values():
             member.weight = self._weights.get(member.name, 1)
             member.health.rise, member.health.fall = config.health.rise, config.health.fall

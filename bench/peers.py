@@ -292,8 +292,13 @@ class ProxySpec:
         *,
         cpu: str | None,
         timeout: float,
+        ready_path: str = "/bench/ready",
     ) -> tuple[Managed, int]:
-        """Start it fresh on a free port in workdir and wait until it forwards to a backend."""
+        """Start it fresh on a free port in workdir and wait until it forwards to a backend.
+
+        `ready_path` is the path polled for a 200 through it: any path does for the nginx
+        backends; the demo replica (bench/slowloris.py's backends) answers 200 on /home only.
+        """
         workdir.mkdir(parents=True, exist_ok=True)
         (port,) = free_ports(1)
         argv, conf_text, conf_name = self.build(workdir, port, backends.ports)
@@ -309,7 +314,7 @@ class ProxySpec:
             self.name, pin(cpu, argv), workdir / "stdout.log", cwd=REPO_ROOT, env=env
         )
         try:
-            headers = wait_http_ok(port, managed, timeout)
+            headers = wait_http_ok(port, managed, timeout, ready_path)
         except StartError:
             reg.stop(managed)
             raise

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 from hypothesis import strategies as st
 
+from fastlb.http.accept import request_line
 from fastlb.http.errors import HttpError
 from fastlb.http.head import CHUNKED
 from fastlb.http.parsers import HeadParser
@@ -1010,6 +1011,22 @@ class Predicted:
 LOCAL_PATHS = frozenset({b"/rep"})
 
 
+def _seen_before(rest: bytes, status: int) -> frozenset[int]:
+    """Other statuses right for a head that breaks more than one rule, when it arrives in
+    pieces (level 3 splits its sends): fastlb refuses what it can see first, so a request line
+    refused on its own (405 CONNECT, 505 version, 400) may be answered before a later field's
+    problem, and a malformed field line (400) before the head grew past a limit (431)."""
+    first = re.split(rb"\r\n|\n|\r", rest, maxsplit=1)[0]
+    seen: set[int] = set()
+    try:
+        request_line(first)
+    except HttpError as exc:
+        seen.add(exc.status)
+    if status == 431:
+        seen.add(400)
+    return frozenset(seen)
+
+
 def predict(data: bytes, parser: HeadParser, max_header_bytes: int = 16384) -> Predicted:
     """The policy's reading of a connection's bytes, with fastlb's own head parser for the
     head (level 1 checks the parser itself) and the strict parser above for chunked bodies."""
@@ -1032,6 +1049,7 @@ def predict(data: bytes, parser: HeadParser, max_header_bytes: int = 16384) -> P
             out.end, out.status = "refused", 400 if bare else 431
             out.why = "bare CR or LF in the head" if bare else "head too large"
             out.statuses = frozenset({400, 431} if bare and large else {out.status})
+            out.statuses |= _seen_before(rest, out.status)
             return out
         if end < 0:
             out.end = "incomplete"
@@ -1040,6 +1058,7 @@ def predict(data: bytes, parser: HeadParser, max_header_bytes: int = 16384) -> P
             head = parser.parse(rest[: end + 4])
         except HttpError as exc:
             out.end, out.status, out.why = "refused", exc.status, exc.message
+            out.statuses = frozenset({exc.status}) | _seen_before(rest, exc.status)
             return out
         pos += end + 4
         local = head.target.split(b"?", 1)[0] in LOCAL_PATHS

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import re
 import socket
+import socketserver
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,11 @@ def echo(start_backend: StartBackend) -> Backend:
 @pytest.fixture
 def lb(start_fastlb: StartFastlb, echo: Backend, parser: str) -> Fastlb:
     return start_fastlb(static_config(0, [("echo", echo.port)], http=parser).replace(":0", ":{port}"))
+
+
+def forwarded(backend: Backend) -> list[str]:
+    """What reached `backend` of the clients' requests (fastlb's heartbeats left out)."""
+    return [line for line in backend.requests() if not line.startswith("GET /heartbeat ")]
 
 
 def echoed(body: bytes) -> dict[str, object]:
@@ -212,19 +219,37 @@ def test_unknown_path_gets_the_spec_error(
         b'"status": "failure"}'
     )
     assert headers["content-type"] == "application/json"
-    assert echo.requests() == []
+    assert forwarded(echo) == []
     assert lb.get("/home?x=1")[0] == 200
 
 
 def test_refused_replica_falls_through_to_the_next(
-    start_fastlb: StartFastlb, echo: Backend
+    start_fastlb: StartFastlb, start_backend: StartBackend, echo: Backend
 ) -> None:
-    dead = free_port()  # nothing listens there: connections are refused
-    cfg = static_config(0, [("dead", dead), ("echo", echo.port)])
+    # Routed (it answered its first heartbeat), then gone: its port refuses connections, and
+    # the requests keyed to it fall through to the next candidate until the table drops it.
+    doomed = start_backend("echo", name="doomed")
+    cfg = static_config(0, [("doomed", doomed.port), ("echo", echo.port)])
     lb = start_fastlb(cfg.replace(":0", ":{port}"))
+    doomed.proc.kill()
+    doomed.proc.wait()
     results = [lb.get(f"/r{i}") for i in range(40)]
     assert all(status == 200 for status, _, _ in results)
-    assert len(echo.requests()) == 40
+    assert len(forwarded(echo)) == 40
+
+
+def test_a_static_replica_down_at_start_gets_no_traffic(
+    start_fastlb: StartFastlb, start_backend: StartBackend, echo: Backend
+) -> None:
+    # A static replica is routed only after its first good heartbeat (as a local one is after
+    # its startup heartbeat): one that accepts and never answers is never sent a request.
+    hang = start_backend("hang", name="hang")
+    cfg = static_config(0, [("hang", hang.port), ("echo", echo.port)], proxy="backend_timeout = 2")
+    lb = start_fastlb(cfg.replace(":0", ":{port}"))
+    results = [lb.get(f"/r{i}") for i in range(20)]
+    assert [status for status, _, _ in results] == [200] * 20
+    assert {headers["x-served-by"] for _, headers, _ in results} == {"echo"}
+    assert forwarded(hang) == []
 
 
 def test_no_replica_left_is_a_503(start_fastlb: StartFastlb) -> None:
@@ -261,11 +286,46 @@ def test_pipelined_requests_behind_a_503_are_each_answered(
     assert data.count(b"HTTP/1.1 503 ") == 4, data
 
 
+@pytest.fixture
+def quirky() -> Iterator[Callable[[bytes | None], int]]:
+    """A replica (in a thread, on a real socket) that answers /heartbeat, so that it is routed,
+    and every other request with the given bytes (None: never). Returns its port."""
+    servers: list[socketserver.ThreadingTCPServer] = []
+
+    def start(answer: bytes | None) -> int:
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = self.request.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                if data.startswith(b"GET /heartbeat "):
+                    self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                elif answer is None:
+                    while self.request.recv(65536):  # until fastlb gives up and closes
+                        pass
+                else:
+                    self.request.sendall(answer)
+
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        port: int = server.server_address[1]
+        return port
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
 def test_replica_that_does_not_answer_is_a_504(
-    start_fastlb: StartFastlb, start_backend: StartBackend
+    start_fastlb: StartFastlb, quirky: Callable[[bytes | None], int]
 ) -> None:
-    backend = start_backend("hang")
-    cfg = static_config(0, [("h", backend.port)], proxy="backend_timeout = 0.5")
+    cfg = static_config(0, [("h", quirky(None))], proxy="backend_timeout = 0.5")
     lb = start_fastlb(cfg.replace(":0", ":{port}"))
     started = time.monotonic()
     status, _, body = lb.get("/slow")
@@ -275,10 +335,10 @@ def test_replica_that_does_not_answer_is_a_504(
 
 
 def test_garbage_from_a_replica_is_a_502(
-    start_fastlb: StartFastlb, start_backend: StartBackend
+    start_fastlb: StartFastlb, quirky: Callable[[bytes | None], int]
 ) -> None:
-    backend = start_backend("garbage")
-    lb = start_fastlb(static_config(0, [("g", backend.port)]).replace(":0", ":{port}"))
+    port = quirky(b"THIS IS NOT HTTP\r\n\r\n")
+    lb = start_fastlb(static_config(0, [("g", port)]).replace(":0", ":{port}"))
     status, _, body = lb.get("/x")
     assert status == 502
     assert json.loads(body)["message"].startswith("<Error> replica sent an invalid response")
@@ -342,7 +402,7 @@ def test_bad_input_is_refused_and_never_forwarded(
     head, body = data.split(b"\r\n\r\n", 1)
     assert b"Connection: close" in head
     assert json.loads(body)["status"] == "failure"
-    assert echo.requests() == []
+    assert forwarded(echo) == []
 
 
 def test_bad_chunk_after_the_head_cuts_the_replica_off(lb: Fastlb, echo: Backend) -> None:
@@ -354,7 +414,7 @@ def test_bad_chunk_after_the_head_cuts_the_replica_off(lb: Fastlb, echo: Backend
     assert data.startswith(b"HTTP/1.1 400 ")
     # The replica saw a head and part of a body, then its connection was closed: it never
     # got a complete request, so it never answered one.
-    assert echo.requests() == []
+    assert forwarded(echo) == []
 
 
 def test_slow_headers_get_408(start_fastlb: StartFastlb, echo: Backend) -> None:

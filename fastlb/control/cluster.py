@@ -24,7 +24,7 @@ from typing import Any
 
 from fastlb.config import Config
 from fastlb.control.api import ControlError, ReplicaInfo
-from fastlb.control.health import DOWN, UP, Health
+from fastlb.control.health import DOWN, STARTING, UP, Health
 from fastlb.control.tables import TableBuilder
 from fastlb.errors import FastlbError
 from fastlb.proxy.server import ProxyServer
@@ -161,6 +161,7 @@ class Cluster:
             member = self._new_member(replica.name)
             self._running(member, replica)
             self._event("started", replica.name, f"{replica.host}:{replica.port}")
+        await self._first_heartbeats(list(self.members.values()))
         return self._route_now()
 
     def attach(self, server: ProxyServer) -> None:
@@ -230,9 +231,28 @@ class Cluster:
             upstream.inherit(member.upstream)
         member.upstream = upstream
         member.started_at = time.monotonic()
-        member.health.started()
+        if self.provider.replaceable:
+            # The provider returned once it answered /heartbeat (local, Docker): up now.
+            member.health.started()
+        # else (static): `start` only named it; it stays `starting`, unrouted, until its
+        # first good heartbeat (_first_heartbeats, then the probe loop).
         if self.server is not None:
             self._watch(member)
+
+    async def _first_heartbeats(self, members: list[Member]) -> None:
+        """One heartbeat for each member still `starting` (a static replica), so that those
+        that answer are routed in the first table, and those that do not are not routed."""
+        timeout = self.config.health.timeout
+
+        async def first(member: Member) -> None:
+            replica = member.replica
+            if replica is None:
+                return
+            beat = await probe(replica.host, replica.port, timeout, replica.identity)
+            if beat.ok and member.replica is replica and member.health.state == STARTING:
+                member.health.started()
+
+        await asyncio.gather(*(first(m) for m in members if m.health.state == STARTING))
 
     async def _start_all(self, names: list[str]) -> list[Replica]:
         """Start replicas concurrently; if any fails, stop the others and raise its error."""
@@ -292,6 +312,12 @@ class Cluster:
                 continue
             if beat.ok:
                 member.impostor = ""
+                if member.health.state == STARTING:
+                    # A static replica's first good heartbeat: what a local one's startup
+                    # heartbeat is, so it is up at once (not after `rise`).
+                    member.health.started()
+                    self._health_changed(member)
+                    continue
             else:
                 self.heartbeat_failures[member.name] = (
                     self.heartbeat_failures.get(member.name, 0) + 1
@@ -503,10 +529,13 @@ class Cluster:
             started = await self._start_all(names)
         except FastlbError as exc:
             raise ControlError(f"could not start the new replicas: {exc}") from None
+        members = []
         for replica in started:
             member = self._new_member(replica.name)
             self._running(member, replica)
             self._event("added", replica.name, f"{replica.host}:{replica.port}")
+            members.append(member)
+        await self._first_heartbeats(members)
         await self.publish()
 
     def _known(self, name: str) -> Member:

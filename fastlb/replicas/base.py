@@ -60,7 +60,9 @@ class Provider(Protocol):
         ...
 
     async def start(self, name: str) -> Replica:
-        """Start `name` and return once it answers /heartbeat (ReplicaError otherwise)."""
+        """Start `name` and return once it answers /heartbeat (ReplicaError otherwise). A
+        provider that is not `replaceable` (static) only names the replica and returns at
+        once: the controller then routes it after its first good heartbeat."""
         ...
 
     async def stop(self, name: str) -> None:
@@ -77,6 +79,7 @@ class Provider(Protocol):
 
 HEARTBEAT_REQUEST = b"GET /heartbeat HTTP/1.1\r\nHost: replica\r\nConnection: close\r\n\r\n"
 _MAX_HEAD: Final = 16384  # a heartbeat answer's head; past this it is not a heartbeat answer
+_MAX_INTERIM: Final = 8  # 1xx answers read before the final one; past that, judged on the last
 
 #: Errors that say fastlb itself is out of a resource (descriptors, socket buffers, memory,
 #: local ports), not that the replica failed: socket(2) and connect(2) fail this way before a
@@ -118,12 +121,18 @@ async def probe(host: str, port: int, timeout: float, identity: str | None = Non
             reader, writer = await asyncio.open_connection(host, port, limit=_MAX_HEAD)
             try:
                 writer.write(HEARTBEAT_REQUEST)
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError as exc:
-                    head = exc.partial  # closed early: what it did say still counts
-                except asyncio.LimitOverrunError:
-                    head = await reader.read(_MAX_HEAD)  # judged on its status line
+                for _ in range(_MAX_INTERIM + 1):
+                    try:
+                        head = await reader.readuntil(b"\r\n\r\n")
+                    except asyncio.IncompleteReadError as exc:
+                        head = exc.partial  # closed early: what it did say still counts
+                        break
+                    except asyncio.LimitOverrunError:
+                        head = await reader.read(_MAX_HEAD)  # judged on its status line
+                        break
+                    # RFC 9110 §15.2: interim 1xx answers come before the final one.
+                    if not head.startswith((b"HTTP/1.1 1", b"HTTP/1.0 1")):
+                        break
             finally:
                 writer.close()
     except TimeoutError:

@@ -749,8 +749,11 @@ class ClientConnection:
             self.tried = None
         self.buf = b""
         self.deadline = now + self.server.idle_timeout
-        if self.pauses & P_PIPELINE:
-            self._resume(P_PIPELINE)
+        if self.pauses:
+            # Every pause reason belongs to the exchange that just ended: the pipelined bytes
+            # are being read now, and P_BACKEND / P_PENDING referred to a replica connection
+            # it no longer holds (its drain would never reach this client again).
+            self._resume(P_PIPELINE | P_BACKEND | P_PENDING)
         if rest:
             self._read_head(rest)
         if self.eof and self.state == HEAD:

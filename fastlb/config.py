@@ -32,6 +32,7 @@ from fastlb.errors import ConfigError
 __all__ = [
     "DEFAULT_REPLICA_PATHS",
     "MAX_REPLICAS",
+    "MAX_WEIGHT",
     "AdminConfig",
     "Config",
     "ConfigError",
@@ -50,6 +51,10 @@ DEFAULT_REPLICA_PATHS = ("/home", "/heartbeat", "/neo", "/apod")
 # Far above any real deployment of this balancer, low enough that a typo (count = 30000) is
 # caught here rather than as thousands of child processes.
 MAX_REPLICAS = 1000
+#: The one bound on a replica's weight, for the file and for `set weight` alike. HAProxy's
+#: ceiling: a weight is a relative share of keys, and a ratio of more than 256:1 between two
+#: replicas is almost certainly a typo (30 meant as 3) rather than a wish.
+MAX_WEIGHT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +430,14 @@ _NON_NEGATIVE_NUMBER = _number("a number >= 0", lambda n: n >= 0)
 _POSITIVE_INTEGER = _integer(1)
 _NON_NEGATIVE_INTEGER = _integer(0)
 _REPLICA_COUNT = _integer(1, MAX_REPLICAS)
+_CAPPED_WEIGHT = _integer(1, MAX_WEIGHT)
+
+
+def _weight_value(value: object) -> int:
+    """A replica's weight: a positive integer (so the message says), at most MAX_WEIGHT (the
+    bound `set weight` holds too; past it the message names both ends)."""
+    weight = _POSITIVE_INTEGER(value)
+    return _CAPPED_WEIGHT(weight)
 
 
 def _boolean(value: object) -> bool:
@@ -637,7 +650,7 @@ def _weights(value: object) -> tuple[tuple[str, int], ...]:
     weights: list[tuple[str, int]] = []
     for name, weight in value.items():
         try:
-            weights.append((name, _POSITIVE_INTEGER(weight)))
+            weights.append((name, _weight_value(weight)))
         except _Invalid as exc:
             raise _Invalid(exc.message, at=f".{_show_key(name)}") from None
     return tuple(weights)
@@ -987,7 +1000,7 @@ def _read_static_entry(entry: _Table) -> ReplicaSpec:
     name = entry.require("name", _replica_name, why)
     host, port = entry.require("address", _address, why)
     return ReplicaSpec(
-        name=name, host=host, port=port, weight=entry.get("weight", _POSITIVE_INTEGER, 1)
+        name=name, host=host, port=port, weight=entry.get("weight", _weight_value, 1)
     )
 
 

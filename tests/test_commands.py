@@ -407,3 +407,24 @@ def test_replica_info_is_what_the_table_shows() -> None:
     (info,) = cluster.replicas()
     assert info == ReplicaInfo("a", "127.0.0.1:40001", "up", 1, 1.0, 0, 0, 0)
     assert replace(info, weight=2) != info
+
+
+# ------------------------------------------------------------------ one weight bound
+def test_the_config_and_set_weight_share_one_weight_bound() -> None:
+    # A weight the file accepts can be set by `set weight`, and one `set weight` refuses the
+    # file refuses too: one bound (fastlb.config.MAX_WEIGHT), in both places.
+    from fastlb import config as config_module
+    from fastlb.control import cluster as cluster_module
+    from fastlb.errors import ConfigError
+
+    bound = config_module.MAX_WEIGHT
+    assert MAX_WEIGHT == vars(cluster_module)["MAX_WEIGHT"] == bound
+    for table in ("[replicas]\nweights.Server1 = {w}\n",
+                  '[replicas]\nprovider = "static"\n[[replicas.static]]\nname = "A"\n'
+                  'address = "127.0.0.1:9"\nweight = {w}\n'):
+        assert config_module.parse(table.format(w=bound)) is not None
+        assert parse_command(f"set weight Server1 {bound}") == SetWeight("Server1", bound)
+        with pytest.raises(ConfigError, match=f"1 to {bound}"):
+            config_module.parse(table.format(w=bound + 1))
+        with pytest.raises(CommandError, match=f"1..{bound}"):
+            parse_command(f"set weight Server1 {bound + 1}")

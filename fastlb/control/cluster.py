@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from fastlb.config import Config
+from fastlb.config import MAX_WEIGHT, Config
 from fastlb.control.api import ControlError, ReplicaInfo
 from fastlb.control.health import DOWN, STARTING, UP, Health
 from fastlb.control.tables import TableBuilder
@@ -35,7 +35,6 @@ from fastlb.routing import Route
 log = logging.getLogger("fastlb.cluster")
 
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
-MAX_WEIGHT = 256
 #: Heartbeats that fastlb could not send for want of its own descriptors are logged at most
 #: this often (seconds): at the limit every probe of every replica fails the same way.
 OWN_FAILURE_LOG_EVERY = 1.0

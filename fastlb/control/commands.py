@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import assert_never
 
+from fastlb.config import MAX_WEIGHT  # one bound for the file and `set weight`
 from fastlb.control.api import ClusterControl, ControlError, ReplicaInfo
 
 __all__ = [
@@ -41,9 +42,6 @@ __all__ = [
     "parse_command",
 ]
 
-# HAProxy's ceiling. A weight is a relative share of keys, and a ratio of more than 256:1 between
-# two replicas is almost certainly a typo (30 meant as 3) rather than a wish.
-MAX_WEIGHT = 256
 
 
 class CommandError(ControlError):

@@ -9,6 +9,7 @@ import json
 import re
 import socket
 import socketserver
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -519,7 +520,49 @@ def test_access_log_lines(start_fastlb: StartFastlb, echo: Backend, tmp_path: Pa
     while time.monotonic() < deadline and len(log.read_text().splitlines() if log.exists() else []) < 2:
         time.sleep(0.05)
     first, second = log.read_text().splitlines()
-    ip, method, target, replica, status, size, ms = first.split()
+    ip, method, target, replica, status, size, ms, end = first.split()
     assert (ip, method, target, replica, status) == ("127.0.0.1", "GET", "/ok?x=1", "echo", "200")
-    assert int(size) > 0 and float(ms) >= 0
+    assert int(size) > 0 and float(ms) >= 0 and end == "-"
     assert second.split()[1:5] == ["GET", "/missing", "-", "400"]
+
+
+def access_lines(log: Path, count: int) -> list[list[str]]:
+    """The access log's lines split in fields, once it has `count` (it is flushed by a timer)."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = log.read_text().splitlines() if log.exists() else []
+        if len(lines) >= count or time.monotonic() > deadline:
+            return [line.split() for line in lines]
+        time.sleep(0.05)
+
+
+def test_access_log_has_refused_cut_and_aborted_exchanges(
+    start_fastlb: StartFastlb, quirky: Callable[[bytes | None], int], tmp_path: Path
+) -> None:
+    # Each exchange gets its line, also when it does not end cleanly: the status fastlb sent
+    # ("-" when none) and a short reason in the last field ("-" for a clean end).
+    logs = {}
+    lbs = {}
+    for name, answer in (("cut", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"),
+                         ("hang", None)):
+        logs[name] = tmp_path / f"{name}.log"
+        cfg = static_config(0, [(name, quirky(answer))]).replace(":0", ":{port}")
+        lbs[name] = start_fastlb(cfg + f'[log]\naccess = true\naccess_file = "{logs[name]}"\n')
+    # Refused by policy (two Host fields: RFC 9110 §7.2, a 400), nothing forwarded.
+    data = raw_exchange(lbs["cut"].port, b"GET /two HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 400 ")
+    # Cut: the replica closes after 5 of its 100 body bytes; the client sees the 200 head only.
+    data = raw_exchange(lbs["cut"].port, b"GET /cut HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"short")
+    # Aborted: the client goes away (a reset: a FIN alone is a half-close, whose answer is
+    # still owed) while the replica has not answered.
+    with socket.create_connection(("127.0.0.1", lbs["hang"].port), timeout=5) as sock:
+        sock.sendall(b"GET /gone HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(0.3)  # the request reaches the replica first
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    refused, cut = access_lines(logs["cut"], 2)
+    (aborted,) = access_lines(logs["hang"], 1)
+    assert refused[3:5] == ["-", "400"] and refused[-1] == "refused", refused
+    assert cut[1:5] == ["GET", "/cut", "cut", "200"] and cut[-1] == "replica-closed", cut
+    assert aborted[1:5] == ["GET", "/gone", "hang", "-"] and aborted[-1] == "client-aborted"
+    assert all(len(line) == 8 for line in (refused, cut, aborted))

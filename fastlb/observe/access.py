@@ -1,10 +1,21 @@
 """The access log: one line per request, built on the request path only when it is switched on,
 and written from a buffer by a timer, so a request never waits on a write.
 
-    127.0.0.1 GET /home Server2 200 60 0.412
+    127.0.0.1 GET /home Server2 200 60 0.412 -
+    127.0.0.1 GET /big Server1 200 - 812.305 replica-closed
 
-client address, method, target, replica ("-" when fastlb answered itself), status, response
-body bytes ("-" when unknown in advance), duration in milliseconds.
+client address, method, target ("-" "-" when no request head could be read), replica ("-" when
+fastlb answered itself), status fastlb sent ("-" when none), response body bytes ("-" when
+unknown in advance), duration in milliseconds, and how the exchange ended: "-" when cleanly,
+else a short code (HAProxy's termination state, in words):
+
+    refused          the request broke fastlb's acceptance policy (a 4xx, then the close)
+    timeout          the request head or an admin body did not come in time (408)
+    client-aborted   the client reset the connection before its answer was whole
+    replica-closed   the replica closed mid-response: the client saw a cut
+    bad-chunk        the replica's chunked body was malformed: cut
+    response-stalled the response stopped within backend_timeout: cut
+    body-stalled     the request body stopped before a replica connection opened: cut
 """
 
 from __future__ import annotations

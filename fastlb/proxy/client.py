@@ -224,6 +224,9 @@ class ClientConnection:
         return self.eof and not self.buf
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.state in (BODY, WAIT, LOCAL) and self.head is not None:
+            # The client went away with its exchange unfinished (fastlb had not closed).
+            self._log_end(self._sent_status(), b"client-aborted")
         self.state = CLOSED
         self.server.clients.discard(self)
         # A response not read to its end leaves that replica connection out of step.
@@ -343,7 +346,7 @@ class ClientConnection:
             try:
                 stop = self.resp_framer.feed(data, start)
             except HttpError as exc:
-                self._response_cut(f"replica sent a bad chunked body: {exc.message}")
+                self._response_cut(b"bad-chunk", f"replica sent a bad chunked body: {exc.message}")
                 return
             if stop >= 0:
                 end, done = stop, True
@@ -398,7 +401,7 @@ class ClientConnection:
                 self.server.suspect(upstream)
                 self._next_candidate()
         else:
-            self._response_cut("replica closed the connection mid-response")
+            self._response_cut(b"replica-closed", "replica closed the connection mid-response")
 
     # -------------------------------------------------------------- the request side
     def _read_head(self, data: bytes) -> None:
@@ -547,6 +550,7 @@ class ClientConnection:
                         self._refuse(400, exc.message)
                     else:
                         self.server.refused += 1
+                        self._log_end(self._sent_status(), b"refused")
                         self._abandon_exchange()
                         self._close()
                     return
@@ -760,9 +764,12 @@ class ClientConnection:
             self._close()  # half-closed, and what it sent last is no whole request head
 
     # -------------------------------------------------------------------- failures
-    def _refuse(self, status: int, message: str) -> None:
-        """The client sent something fastlb will not forward: answer, close, forward nothing."""
+    def _refuse(self, status: int, message: str, reason: bytes = b"refused") -> None:
+        """The client sent something fastlb will not forward (or too slowly: `reason`
+        b"timeout"): answer, close, forward nothing."""
         self.server.refused += 1
+        if self.state != CLOSED:
+            self._log_end(status, reason)
         self._abandon_exchange()
         if self.state != CLOSED:
             self.out.send(self.write, error_response(status, message, close=True))
@@ -796,16 +803,37 @@ class ClientConnection:
             and not self.server.draining
         )
 
-    def _log_access(self, replica: str, status: int, length: int, elapsed: float) -> None:
-        """One access-log line; `length` is the body's (< 0: chunked or close-delimited)."""
+    def _log_access(
+        self, replica: str, status: int, length: int, elapsed: float, reason: bytes = b"-"
+    ) -> None:
+        """One access-log line (the format is in fastlb/observe/access.py); `length` is the
+        body's (< 0: chunked, close-delimited or unknown), `status` 0: none was sent,
+        `reason`: how an exchange that did not end cleanly ended, b"-" when it did."""
         head = self.head
         log = self.server.access_log
-        assert head is not None and log is not None
+        assert log is not None
         size = b"%d" % length if length >= 0 else b"-"
+        code = b"%d" % status if status else b"-"
+        method, target = (head.method, head.target) if head is not None else (b"-", b"-")
         log.add(
-            b"%s %s %s %s %d %s %.3f\n"
-            % (self.ip, head.method, head.target, replica.encode(), status, size, elapsed * 1e3)
+            b"%s %s %s %s %s %s %.3f %s\n"
+            % (self.ip, method, target, replica.encode(), code, size, elapsed * 1e3, reason)
         )
+
+    def _log_end(self, status: int, reason: bytes) -> None:
+        """The access-log line of an exchange that did not end cleanly (refused, cut, aborted):
+        `status` is what fastlb sent the client (0: nothing yet), `reason` a short code."""
+        if self.server.access_log is None:
+            return
+        upstream = self.upstream
+        elapsed = monotonic() - self.t0 if self.head is not None else 0.0
+        self._log_access("-" if upstream is None else upstream.name, status, -1, elapsed, reason)
+
+    def _sent_status(self) -> int:
+        """The status of the response whose head went out to the client and whose body is
+        being relayed, or 0 when nothing of a response went out."""
+        rs = self.resp_state
+        return self.resp_status if rs in (R_LENGTH, R_CHUNKED, R_CLOSE) else 0
 
     def _answer_bytes(self, response: bytes) -> None:
         """Send a response fastlb made itself (its head says whether the connection stays)."""
@@ -888,8 +916,12 @@ class ClientConnection:
             response = response[: response.find(b"\r\n\r\n") + 4]
         self._answer_bytes(response)
 
-    def _response_cut(self, why: str) -> None:
-        """A response broke after its head went out: the client can only see a cut."""
+    def _response_cut(self, reason: bytes, why: str) -> None:
+        """A response broke after its head went out (or the request body stopped coming with
+        nothing to answer yet): the client can only see a cut. `reason`: the access log's
+        short code; `why`: the sentence, for the debug log."""
+        log.debug("cut the exchange with %s: %s", self.ip.decode("latin-1"), why)
+        self._log_end(self._sent_status(), reason)
         if self.upstream is not None:
             self.upstream.failures += 1
         self._abandon_exchange()
@@ -900,19 +932,19 @@ class ClientConnection:
         state = self.state
         if state == HEAD:
             if self.buf:
-                self._refuse(408, "request headers not received in time")
+                self._refuse(408, "request headers not received in time", b"timeout")
             else:
                 self._close()  # an idle keep-alive connection: close quietly
         elif state == LOCAL:
-            self._refuse(408, "request body not received in time")
+            self._refuse(408, "request body not received in time", b"timeout")
         elif self.resp_state == R_HEAD:  # nothing of the response yet
             if self.backend is None and state == BODY:
-                self._response_cut("request body stalled")
+                self._response_cut(b"body-stalled", "request body stalled")
             else:
                 timeout = self.server.backend_timeout
                 self._backend_failed(504, f"replica did not answer within {timeout:g} s")
         else:
-            self._response_cut("response stalled")
+            self._response_cut(b"response-stalled", "response stalled")
 
     def _abandon_exchange(self) -> None:
         """End the exchange without a clean response: its replica connection cannot be reused

@@ -1,6 +1,6 @@
 """Slowloris: what 1,000 hostile slow connections do to a normal client, fastlb next to HAProxy.
 
-    python -m bench.slowloris [--rounds 3] [--connections 1000] [--seconds 10] [--window 40]
+    python -m bench.slowloris [--rounds 3] [--connections 1000] [--seconds 10] [--window 70]
                               [--json PATH] [--quick]
 
 For each round, each proxy (fastlb-httptools, compiled as `make compile` built it, and
@@ -75,7 +75,7 @@ from bench.peers import (
     raise_fd_limit,
     wait_http_ok,
 )
-from bench.proc import Managed, ProcessRegistry
+from bench.proc import Managed, ProcessRegistry, tree_pids
 from bench.wrk import PATHS_LUA, WrkError, WrkResult, parse_wrk_output, wrk_argv
 
 __all__ = [
@@ -158,8 +158,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     ap.add_argument(
         "--window",
         type=float,
-        default=40.0,
-        help="seconds the attack connections are watched from the attack's start (default 40)",
+        default=70.0,
+        help="seconds the attack connections are watched from the attack's start (default 70: "
+        "past fastlb's idle_timeout of 60 s, when it closes slow readers)",
     )
     ap.add_argument("--warmup", type=int, default=1, help="unmeasured wrk seconds first (0: none)")
     ap.add_argument(
@@ -238,6 +239,18 @@ class AttackConn:
             self.how = how
 
 
+def tree_rss_kib(root: int) -> int:
+    """Resident memory of a process and its descendants (KiB, /proc/PID/status VmRSS)."""
+    total = 0
+    for pid in tree_pids(root):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+                    break
+    return total
+
+
 def proxy_side_states(proxy_port: int, table: Path = Path("/proc/net/tcp")) -> dict[int, str]:
     """The TCP state (hex, as /proc/net/tcp has it: 01 = ESTABLISHED) of every socket whose
     local port is the proxy's, by its peer's port: the proxy's side of each connection."""
@@ -260,8 +273,17 @@ class Attack:
     main thread runs wrk meanwhile), each kind in its own task group, all bounded by `window`.
     """
 
-    def __init__(self, port: int, plan: dict[str, int], window: float, cpu: str | None) -> None:
+    def __init__(
+        self,
+        port: int,
+        plan: dict[str, int],
+        window: float,
+        cpu: str | None,
+        proxy_pid: int | None = None,
+    ) -> None:
         self.port = port
+        self.proxy_pid = proxy_pid
+        self.rss_peak_kib = 0  # the proxy's, sampled once a second during the window
         self.window = window
         self.cpu = cpu
         self.conns = [AttackConn(kind) for kind, n in plan.items() for _ in range(n)]
@@ -279,6 +301,9 @@ class Attack:
         self._thread.start()
 
     def join(self, timeout: float) -> bool:
+        """Wait for the attack to end; True once it has (or if it never started)."""
+        if self._thread.ident is None:
+            return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
@@ -442,6 +467,8 @@ class Attack:
         while (left := self._stop_at - loop.time()) > 0:
             await asyncio.sleep(min(1.0, left))
             self._check_proxy_side()
+            if self.proxy_pid is not None:
+                self.rss_peak_kib = max(self.rss_peak_kib, tree_rss_kib(self.proxy_pid))
 
     def _finish(self) -> None:
         """At the window's end: the status line of answers not read yet (a slow reader has
@@ -511,6 +538,8 @@ class Measurement:
     attacked: WrkResult | None = None
     attack: list[KindSummary] = field(default_factory=list)
     ramp_s: float | None = None  # seconds until every attack connection had connected
+    rss_base_kib: int = 0  # the proxy's resident memory after the baseline, before the attack
+    rss_peak_kib: int = 0  # the most of it seen during the attack (sampled once a second)
     failure: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -530,6 +559,8 @@ class Measurement:
             "attacked": wrk_json(self.attacked),
             "attack": [asdict(k) for k in self.attack],
             "ramp_s": self.ramp_s,
+            "rss_base_kib": self.rss_base_kib,
+            "rss_peak_kib": self.rss_peak_kib,
             "failure": self.failure,
         }
 
@@ -641,11 +672,13 @@ def measure(
         result.failure = f"start failed: {exc}"
         return result
     url = f"http://127.0.0.1:{port}{READY_PATH}"
-    attack = Attack(port, split_attack(opts.connections), opts.window, opts.run_opts.client_cpu)
+    plan = split_attack(opts.connections)
+    attack = Attack(port, plan, opts.window, opts.run_opts.client_cpu, managed.pid)
     try:
         if opts.warmup:
             run_wrk(reg, opts, url, opts.warmup, workdir / "wrk-warmup.log")
         result.baseline = run_wrk(reg, opts, url, opts.seconds, workdir / "wrk-baseline.log")
+        result.rss_base_kib = tree_rss_kib(managed.pid)
         started = time.monotonic()
         attack.start()
         # The attack has the window to connect; wrk must still fit in it after the ramp.
@@ -660,6 +693,7 @@ def measure(
         if not managed.alive():
             raise WrkError(f"{spec.name} exited during the attack: {managed.log_tail()}")
         result.attack = [summarize_kind(kind, attack.conns) for kind in KINDS]
+        result.rss_peak_kib = attack.rss_peak_kib
     except (WrkError, OSError) as exc:
         result.failure = str(exc)
     finally:
@@ -731,7 +765,8 @@ def format_report(ms: Sequence[Measurement], opts: Options, header: Sequence[str
     lines += ["", "Normal client: each round (in the order run; b = no attack, a = under attack)"]
     cols = (
         f"{'round':>5}  {'proxy':<18}{'base req/s':>11}{'p50 ms':>8}{'p99 ms':>8}{'err':>6}  "
-        f"{'attack req/s':>13}{'p50 ms':>8}{'p99 ms':>8}{'err':>6}{'ramp s':>8}  note"
+        f"{'attack req/s':>13}{'p50 ms':>8}{'p99 ms':>8}{'err':>6}{'ramp s':>8}"
+        f"{'RSS MB base/peak':>18}  note"
     )
     lines += [cols, "-" * len(cols)]
     for m in ms:
@@ -744,8 +779,10 @@ def format_report(ms: Sequence[Measurement], opts: Options, header: Sequence[str
                     f"{_fmt(w.rps, 0):>11}{_fmt(w.p50_ms):>8}{_fmt(w.p99_ms):>8}{w.error_count:>6}"
                 )
         ramp = "-" if m.ramp_s is None else f"{m.ramp_s:.2f}"
+        rss = f"{m.rss_base_kib / 1024:.0f}/{m.rss_peak_kib / 1024:.0f}" if m.rss_peak_kib else "-"
         lines.append(
-            f"{m.round:>5}  {m.proxy:<18}{cells[0]}  {cells[1]:>35}{ramp:>8}  {m.failure or ''}"
+            f"{m.round:>5}  {m.proxy:<18}{cells[0]}  {cells[1]:>35}{ramp:>8}{rss:>18}  "
+            f"{m.failure or ''}"
         )
     lines += [
         "",
@@ -812,6 +849,10 @@ def header_lines(opts: Options, vers: dict[str, str], started: str, answer: int)
         f"    slow-reader: {READER_PIPELINE} pipelined GET {READER_TARGET} ({answer:,} bytes "
         f"each, the replica's largest), SO_RCVBUF {READER_RCVBUF}, read one byte a second",
         "    idle: connect, send nothing",
+        "- wrk under attack starts once every attack connection is open, so its run ends about "
+        "when the trickled heads and idle connections reach the 10 s header timeout (their "
+        "closes fall at its very end or just after it); RSS: the proxy's, after the baseline "
+        "and the most seen during the attack (sampled once a second)",
         "- timeouts: fastlb's defaults (header_timeout 10 s, backend_timeout 30 s, idle_timeout "
         "60 s, connect_timeout 2 s); HAProxy `timeout http-request 10s`, `timeout server 30s`, "
         "`timeout client 30s`, `timeout http-keep-alive 60s`, `timeout connect 2s`",

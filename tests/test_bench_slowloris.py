@@ -117,6 +117,7 @@ def test_quick_run_measures_both_proxies_and_accounts_for_every_attack_connectio
             assert wrk["requests"] > 0 and wrk["rps"] > 0, (m["proxy"], phase, wrk)
             assert 0 < wrk["p50_ms"] <= wrk["p99_ms"], (m["proxy"], phase, wrk)
         assert m["ramp_s"] is not None, m  # every attack connection connected or failed
+        assert m["rss_base_kib"] > 0 and m["rss_peak_kib"] > 0, m
         kinds = {k["kind"]: k for k in m["attack"]}
         assert list(kinds) == list(KINDS)
         for kind, k in kinds.items():

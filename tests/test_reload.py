@@ -120,3 +120,14 @@ def test_a_reload_reaches_the_admin_listener(
     assert answer_before.startswith(b"HTTP/1.1 200 ")
     assert answer_after.startswith(b"HTTP/1.1 431 ")
     assert "[admin] listen changed" in caplog.text
+
+
+def test_a_static_replica_whose_address_changes_moves_on_sighup(
+    start_fastlb: StartFastlb, start_backend: StartBackend
+) -> None:
+    old = start_backend("echo", name="old")
+    new = start_backend("echo", name="new")
+    lb = start_fastlb(static_config(0, [("A1", old.port)]).replace(":0", ":{port}"))
+    assert served_by(lb) == {"old"}
+    reload_with(lb, static_config(0, [("A1", new.port)]).replace(":0", ":{port}"))
+    wait_for(lambda: served_by(lb) == {"new"}, "A1 is served from its new address")

@@ -537,6 +537,35 @@ class Cluster:
         await self._first_heartbeats(members)
         await self.publish()
 
+    async def _move_static(self, names: list[str]) -> None:
+        """Static replicas whose [[replicas.static]] address changed in a reload: the member
+        takes the new address (a new upstream, its counters kept) and, like a new static
+        replica, is routed once a heartbeat there answers. Nothing is started or stopped:
+        `start` of a static provider only names the replica."""
+        moved = []
+        for name in names:
+            member = self.members.get(name)
+            old = member.replica if member is not None else None
+            if member is None or old is None:
+                continue
+            try:
+                replica = await self.provider.start(name)
+            except FastlbError as exc:
+                log.warning("reload: %s keeps its address: %s", name, exc)
+                continue
+            if (replica.host, replica.port) == (old.host, old.port):
+                continue
+            if member.upstream is not None:
+                member.upstream.close_idle()
+            hc = self.config.health
+            member.health = Health(hc.rise, hc.fall)  # starting: probed at the new address
+            self._running(member, replica)
+            self._event(
+                "moved", name, f"{old.host}:{old.port} -> {replica.host}:{replica.port}"
+            )
+            moved.append(member)
+        await self._first_heartbeats(moved)
+
     def _known(self, name: str) -> Member:
         member = self.members.get(name)
         if member is None:
@@ -642,6 +671,8 @@ class Cluster:
             await self.add(to_add)
         if to_remove:
             await self.remove(to_remove)
+        if not self.provider.replaceable:
+            await self._move_static([n for n in wanted if n not in to_add])
         await self.publish()
         summary = f"reloaded {config.source}: {len(self.members)} replicas"
         if to_add or to_remove:

@@ -65,9 +65,10 @@ class Observation:
         framed = [
             f"{x.get('method')} {str(x.get('target'))[:40]}" for x in self.lines if "seq" in x
         ]
-        # Sorted: the slow cases are played together, so the order their replica errors
-        # were logged in is the scheduler's, not the proxy's.
-        errors = sorted(str(x["error"])[:60] for x in self.lines if "error" in x)
+        # Distinct and sorted: the slow cases are played together and share the batch's
+        # replica errors, so their order (and a repeat from a neighbouring case of the batch)
+        # is the scheduler's, not the proxy's.
+        errors = sorted({str(x["error"])[:60] for x in self.lines if "error" in x})
         parts = [f"statuses={list(self.statuses)}"]
         parts.append(f"framed={framed}" if framed else "framed=0")
         if errors:

@@ -10,7 +10,8 @@ from time import monotonic
 
 import uvloop
 
-from fastlb.proxy.upstream import REFUSED_HOLD, BackendConnection, Upstream, own_failure
+from fastlb.errors import own_resource_error
+from fastlb.proxy.upstream import REFUSED_HOLD, BackendConnection, Upstream
 from tests.conftest import free_port
 
 
@@ -86,11 +87,11 @@ def test_a_refused_connect_marks_the_replica_for_a_moment() -> None:
 
 def test_own_resource_errors_are_not_the_replicas() -> None:
     for code in (errno.EMFILE, errno.ENFILE):
-        assert own_failure(OSError(code, "Too many open files"))
-    assert not own_failure(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
-    assert not own_failure(ConnectionResetError(errno.ECONNRESET, "reset"))
-    assert not own_failure(TimeoutError())
-    assert not own_failure(None)
+        assert own_resource_error(OSError(code, "Too many open files"))
+    assert not own_resource_error(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
+    assert not own_resource_error(ConnectionResetError(errno.ECONNRESET, "reset"))
+    assert not own_resource_error(TimeoutError())
+    assert not own_resource_error(None)
 
 
 def test_counts_made_on_a_replaced_upstream_still_reach_its_successor() -> None:

@@ -26,13 +26,14 @@ from collections.abc import Callable, Coroutine
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from fastlb.errors import own_resource_error
 from fastlb.http.accept import check_partial
 from fastlb.http.errors import HttpError
 from fastlb.http.framing import ChunkedFramer, RequestChunks
 from fastlb.http.head import CHUNKED, UNTIL_CLOSE, RequestHead
 from fastlb.http.messages import error_response, unknown_path_message
 from fastlb.http.rewrite import forwarded_lines, request_head_out
-from fastlb.proxy.upstream import BackendConnection, Upstream, own_failure, unconnected
+from fastlb.proxy.upstream import BackendConnection, Upstream, unconnected
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -601,7 +602,7 @@ class ClientConnection:
         if task.cancelled() or task.exception() is not None:
             if current:
                 assert self.upstream is not None
-                if not task.cancelled() and own_failure(task.exception()):
+                if not task.cancelled() and own_resource_error(task.exception()):
                     # fastlb is out of descriptors (or buffers, ports): any replica would fail
                     # the same way, and this one did nothing wrong.
                     self._backend_failed(

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import math
 from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Final, cast
 
+from fastlb.errors import own_resource_error
 from fastlb.http.response import ResponseReader
 
 if TYPE_CHECKING:
@@ -25,19 +25,6 @@ if TYPE_CHECKING:
 #: it), each request sent there would only pay for a second refusal before failing over. One
 #: heartbeat interval: by then the controller knows as much as the data path does.
 REFUSED_HOLD: Final = 0.5
-
-#: A connect that fails with one of these says that fastlb itself ran out of something (file
-#: descriptors, kernel buffers, memory, local ports), nothing about the replica: the replica is
-#: neither suspected nor charged with a failure.
-OWN_ERRNOS: Final = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL}
-)
-
-
-def own_failure(exc: BaseException | None) -> bool:
-    """Whether a failed connect was fastlb's own want of resources (see OWN_ERRNOS)."""
-    return isinstance(exc, OSError) and exc.errno in OWN_ERRNOS
-
 
 #: Prometheus' default buckets from 5 ms to 10 s (the seed project's).
 DURATION_BUCKETS: Final = (
@@ -274,7 +261,7 @@ class Upstream:
                 self.connect_timeout,
             )
         except BaseException as exc:
-            if not own_failure(exc):
+            if not own_resource_error(exc):
                 self.connect_failures += 1
             if isinstance(exc, ConnectionRefusedError):
                 self.refused_until = monotonic() + REFUSED_HOLD

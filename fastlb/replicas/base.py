@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
+
+from fastlb.errors import own_resource_error
 
 if TYPE_CHECKING:
     from fastlb.config import ReplicasConfig
@@ -80,19 +81,6 @@ class Provider(Protocol):
 HEARTBEAT_REQUEST = b"GET /heartbeat HTTP/1.1\r\nHost: replica\r\nConnection: close\r\n\r\n"
 _MAX_HEAD: Final = 16384  # a heartbeat answer's head; past this it is not a heartbeat answer
 _MAX_INTERIM: Final = 8  # 1xx answers read before the final one; past that, judged on the last
-
-#: Errors that say fastlb itself is out of a resource (descriptors, socket buffers, memory,
-#: local ports), not that the replica failed: socket(2) and connect(2) fail this way before a
-#: single byte reaches the replica, so such a heartbeat tells nothing about it.
-OWN_ERRNOS: Final = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL}
-)
-
-
-def own_resource_error(exc: BaseException) -> bool:
-    """Whether `exc` is fastlb's own want of a resource (EMFILE and the like)."""
-    return isinstance(exc, OSError) and exc.errno in OWN_ERRNOS
-
 
 @dataclass(frozen=True, slots=True)
 class Beat:

@@ -22,9 +22,9 @@ import subprocess
 import sys
 
 from fastlb.config import ReplicasConfig
-from fastlb.errors import ReplicaError
+from fastlb.errors import ReplicaError, own_resource_error
 from fastlb.lifetime import die_with_parent
-from fastlb.replicas.base import ExitCallback, Replica, own_resource_error, probe
+from fastlb.replicas.base import ExitCallback, Replica, probe
 
 log = logging.getLogger("fastlb.replicas")
 

@@ -203,9 +203,8 @@ class ProxyServer:
         configured = self.config.max_connections
         route = self.route
         replicas = len(route.upstreams) if route is not None else 0
-        derived = default_max_connections(
-            resource.getrlimit(resource.RLIMIT_NOFILE)[0], max(replicas, 3)
-        )
+        descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        derived = default_max_connections(descriptors, max(replicas, 3))
         self.max_connections = configured or derived
         if configured > derived and configured != self._warned_max:
             self._warned_max = configured
@@ -215,7 +214,7 @@ class ProxyServer:
                 "heartbeats may too; raise ulimit -n or lower max_connections",
                 configured,
                 derived,
-                resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                descriptors,
             )
 
     # ------------------------------------------------------------------ accepting clients

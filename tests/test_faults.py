@@ -27,6 +27,7 @@ from tests.conftest import (
     read_response,
     replica_children,
     run_load,
+    wait_for,
 )
 
 StartFastlb = Callable[[str], Fastlb]
@@ -65,15 +66,6 @@ def metric(port: int, name: str, **labels: str) -> float | None:
 
 def open_fds(pid: int) -> set[int]:
     return {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout:g} s: {what}")
 
 
 def test_failover_uses_the_table_in_place_when_the_replica_fails(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +14,15 @@ from fastlb.config import load
 from fastlb.control.classic import BadRequest
 from fastlb.http.parsers import make_head_parser
 from fastlb.proxy.client import LocalRequest
-from tests.conftest import Backend, Fastlb, free_port, http_get, raw_exchange, static_config
+from tests.conftest import (
+    Backend,
+    Fastlb,
+    free_port,
+    http_get,
+    raw_exchange,
+    static_config,
+    wait_for,
+)
 
 StartFastlb = Callable[[str], Fastlb]
 StartBackend = Callable[..., Backend]
@@ -31,14 +38,13 @@ def served_by(lb: Fastlb, count: int = 40) -> set[str]:
     return names
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    """Poll `check` until it holds; a reload is applied asynchronously after the signal."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not after {timeout} s: {what}")
+#: A reload is applied asynchronously after the signal: how long a test waits for it.
+RELOADED = 20.0
+
+
+def config(entries: list[tuple[str, int]]) -> str:
+    """A static-replica config whose listen port is filled in by `reload_with`/start."""
+    return static_config(0, entries).replace(":0", ":{port}")
 
 
 def reload_with(lb: Fastlb, text: str) -> None:
@@ -51,14 +57,14 @@ def test_a_static_replica_added_to_the_file_serves_after_sighup(
 ) -> None:
     a1 = start_backend("echo", name="A1")
     a2 = start_backend("echo", name="A2")
-    lb = start_fastlb(static_config(0, [("A1", a1.port)]).replace(":0", ":{port}"))
+    lb = start_fastlb(config([("A1", a1.port)]))
     assert served_by(lb) == {"A1"}
     # Added: the provider takes the new [[replicas.static]] entry.
-    reload_with(lb, static_config(0, [("A1", a1.port), ("A2", a2.port)]).replace(":0", ":{port}"))
-    wait_for(lambda: served_by(lb) == {"A1", "A2"}, "A2 serves its share")
+    reload_with(lb, config([("A1", a1.port), ("A2", a2.port)]))
+    wait_for(lambda: served_by(lb) == {"A1", "A2"}, RELOADED, "A2 serves its share")
     # Removed: A1's entry goes, every request reaches A2.
-    reload_with(lb, static_config(0, [("A2", a2.port)]).replace(":0", ":{port}"))
-    wait_for(lambda: served_by(lb) == {"A2"}, "only A2 serves")
+    reload_with(lb, config([("A2", a2.port)]))
+    wait_for(lambda: served_by(lb) == {"A2"}, RELOADED, "only A2 serves")
     assert http_get(lb.port, "/r0")[0] == 200
 
 
@@ -127,7 +133,7 @@ def test_a_static_replica_whose_address_changes_moves_on_sighup(
 ) -> None:
     old = start_backend("echo", name="old")
     new = start_backend("echo", name="new")
-    lb = start_fastlb(static_config(0, [("A1", old.port)]).replace(":0", ":{port}"))
+    lb = start_fastlb(config([("A1", old.port)]))
     assert served_by(lb) == {"old"}
-    reload_with(lb, static_config(0, [("A1", new.port)]).replace(":0", ":{port}"))
-    wait_for(lambda: served_by(lb) == {"new"}, "A1 is served from its new address")
+    reload_with(lb, config([("A1", new.port)]))
+    wait_for(lambda: served_by(lb) == {"new"}, RELOADED, "A1 is served from its new address")

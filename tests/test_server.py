@@ -28,8 +28,15 @@ from pathlib import Path
 import pytest
 
 from fastlb.proxy.server import default_max_connections, listen_queue
-from tests.conftest import PY, Processes, free_port, read_response, static_config, wait_port
-from tests.test_faults import wait_for
+from tests.conftest import (
+    PY,
+    Processes,
+    free_port,
+    read_response,
+    static_config,
+    wait_for,
+    wait_port,
+)
 
 GET = b"GET /home HTTP/1.1\r\nHost: fastlb\r\n\r\n"
 

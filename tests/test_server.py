@@ -428,3 +428,57 @@ def test_at_the_descriptor_limit_fastlb_keeps_serving_and_recovers(
         last_error = max(i for i, line in enumerate(lines) if "cannot accept clients" in line)
         recovered = [i for i, line in enumerate(lines) if "accepting clients again" in line]
         assert len(recovered) <= len(errors) and recovered[-1] > last_error, lines
+
+
+# ----------------------------------------------------------------------------- the count itself
+def test_connections_counts_each_client_once() -> None:
+    """`ProxyServer.connections` (what max_connections is compared with) counts a client once
+    from its accept to its close: it used to count it twice for the loop rounds between its
+    connection_made (in `clients`) and its set-up task's done callback (still `_opening`), so
+    accepting could pause with fewer clients than the limit. Sampled on every loop round while
+    clients connect; an in-process server, real sockets on 127.0.0.1."""
+    import asyncio
+    import dataclasses
+
+    import uvloop
+
+    from fastlb.config import default
+    from fastlb.proxy.server import ProxyServer
+
+    clients = 20
+
+    async def main() -> tuple[list[int], int]:
+        proxy = dataclasses.replace(default().proxy, replica_paths=())
+        server = ProxyServer(proxy, "path", None, listen=("127.0.0.1", 0))
+        await server.start()
+        host, port = server.address
+        seen: list[int] = []
+        sampling = True
+
+        def sample() -> None:
+            if sampling:
+                seen.append(server.connections)
+                asyncio.get_running_loop().call_soon(sample)
+
+        sample()
+        streams = [await asyncio.open_connection(host, port) for _ in range(clients)]
+        await wait_until(lambda: len(server.clients) == clients)
+        for _ in range(10):  # the last set-up tasks' done callbacks
+            await asyncio.sleep(0)
+        sampling = False
+        settled = server.connections
+        for _, writer in streams:
+            writer.close()
+        await server.stop(grace=1.0)
+        return seen, settled
+
+    async def wait_until(done: Callable[[], bool]) -> None:
+        for _ in range(1000):
+            if done():
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError("the clients were not all set up within 5 s")
+
+    seen, settled = uvloop.run(main())
+    assert settled == clients
+    assert max(seen) <= clients, f"a client was counted twice: up to {max(seen)} for {clients}"

@@ -189,7 +189,7 @@ class ClientConnection:
         # HAProxy's `timeout http-request`: the first head must come within header_timeout.
         self.deadline = monotonic() + server.header_timeout
         self.head_started = True
-        server.clients.add(self)
+        server.client_made(self)
 
     def data_received(self, data: bytes) -> None:
         state = self.state
@@ -503,7 +503,7 @@ class ClientConnection:
         self.resp_state = R_HEAD
         self.deadline = t0 + server.backend_timeout
         upstream = route.upstreams[route.table.lookup(key)]
-        if upstream.refused_until <= t0 or len(route.upstreams) == 1:
+        if upstream.up and (upstream.refused_until <= t0 or len(route.upstreams) == 1):
             backend = upstream.acquire()
             if backend is not None:
                 # _use(upstream), inlined: this is the path of nearly every request.
@@ -516,8 +516,9 @@ class ClientConnection:
             else:
                 self._connect(upstream)
         else:
-            # It refused a connection moments ago: it died, and the table without it is not
-            # in place yet. Straight to the next candidate, never to a closed port.
+            # Down by its heartbeats, or it refused a connection moments ago (it died, and the
+            # controller does not know yet): straight to the next candidate, never to a closed
+            # port.
             self._next_candidate(False, upstream)
         if rest:
             if self.state == BODY:
@@ -681,6 +682,9 @@ class ClientConnection:
         for index in self.cands:
             candidate = route.upstreams[index]
             if candidate in tried:
+                continue
+            if not candidate.up:  # down by its heartbeats: never tried, not even last
+                tried.add(candidate)
                 continue
             if candidate.refused_until > now:
                 tried.add(candidate)

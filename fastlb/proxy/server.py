@@ -149,7 +149,6 @@ class ProxyServer:
         self._unlogged_errors = 0  # accept errors since then
         self._exhausted = False  # accept failed for want of descriptors; backlog not drained since
         self._exhausted_logged = False  # and that was logged ("cannot accept clients")
-        self._factory = lambda: cast(asyncio.Protocol, ClientConnection(self))
         self.reconfigure(config, key_spec)
         #: The writes of the connections, sent when the event loop's round ends.
         self.outbox = Outbox(self.loop)
@@ -220,7 +219,6 @@ class ProxyServer:
     # ------------------------------------------------------------------ accepting clients
     def _on_acceptable(self, sock: socket.socket) -> None:
         """A listening socket is readable: accept a batch of clients, up to max_connections."""
-        loop = self.loop
         for taken in range(ACCEPT_BATCH):
             if self.connections >= self.max_connections:
                 # Readable with no room: a client waits, so accepting pauses. Full after
@@ -242,18 +240,35 @@ class ProxyServer:
                 # ECONNABORTED, EPROTO, ...: that one connection failed before it was taken.
                 continue
             self.accepted += 1
-            self._opening += 1
-            try:
-                task = loop.create_task(loop.connect_accepted_socket(self._factory, conn))
-            except BaseException:
-                self._opening -= 1
-                conn.close()
-                raise
-            task.add_done_callback(self._opened)
+            self._open(conn)
 
-    def _opened(self, task: asyncio.Task[Any]) -> None:
-        # The connection is in `clients` now (connection_made ran), or it failed to set up.
+    def _open(self, conn: socket.socket) -> None:
+        """Set up an accepted socket's client connection (a task: uvloop's set-up awaits)."""
+        loop = self.loop
+        self._opening += 1
+        client = ClientConnection(self)
+        try:
+            task = loop.create_task(
+                loop.connect_accepted_socket(lambda: cast(asyncio.Protocol, client), conn)
+            )
+        except BaseException:
+            self._opening -= 1
+            conn.close()
+            raise
+        task.add_done_callback(lambda t: self._opened(t, client))
+
+    def client_made(self, client: ClientConnection) -> None:
+        """`client`'s connection_made ran: it moves from the accepted-not-set-up count to
+        `clients` in one step, so `connections` never counts it twice (the set-up task's done
+        callback runs a loop round or two later)."""
         self._opening -= 1
+        self.clients.add(client)
+
+    def _opened(self, task: asyncio.Task[Any], client: ClientConnection) -> None:
+        # The set-up task ended: `client` is in `clients` (client_made ran) unless it failed
+        # before connection_made, when it is still counted as opening.
+        if client.transport is None:
+            self._opening -= 1
         if not task.cancelled() and task.exception() is not None:
             # uvloop closed the transport; nothing of this connection is left to clean up.
             log.debug("a client connection failed to set up: %s", task.exception())

@@ -141,6 +141,7 @@ class Upstream:
         "requests",
         "retries",
         "status_counts",
+        "up",
         "weight",
     )
 
@@ -178,6 +179,11 @@ class Upstream:
         #: monotonic() until which new requests pass this replica over: a connect to it was
         #: refused (see REFUSED_HOLD).
         self.refused_until = 0.0
+        #: The controller's health verdict, read when a request picks this replica (Pingora's
+        #: model): a table lists members, not healthy ones, so a health flap moves no key of
+        #: another replica and rebuilds nothing; a pick that lands on a replica that is down
+        #: walks on through the table's candidates.
+        self.up = True
         # Response time histogram, exported cumulatively at scrape time: counts[i] holds the
         # exchanges that took at most bounds[i] (and more than bounds[i-1]); the last slot,
         # those above every bound.

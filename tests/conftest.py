@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -283,8 +284,10 @@ def run_load(
     concurrency: int = 20,
     path: str = "/home",
     timeout: float = 10.0,
+    stop: threading.Event | None = None,
 ) -> LoadResult:
-    """Keep-alive GETs from `concurrency` connections until `seconds` pass or `total` are done.
+    """Keep-alive GETs from `concurrency` connections until `seconds` pass, `total` are done
+    or `stop` is set (a request in flight then finishes).
 
     Bounded in time and count, loopback only. A failure is anything but a 200 (status, reset,
     timeout), recorded with its reason; `served` counts X-Served-By.
@@ -301,7 +304,7 @@ def run_load(
         nonlocal ok
         reader = writer = None
         loop = asyncio.get_running_loop()
-        while loop.time() < deadline and budget[0] > 0:
+        while loop.time() < deadline and budget[0] > 0 and not (stop and stop.is_set()):
             budget[0] -= 1
             try:
                 if writer is None:
@@ -341,3 +344,19 @@ def run_load(
 
     asyncio.run(main())
     return LoadResult(ok, failures, served)
+
+
+def load_in_background(
+    port: int, seconds: float, *, stop: threading.Event | None = None, **kwargs: object
+) -> tuple[threading.Thread, list[LoadResult]]:
+    """run_load in a thread: join the thread, then read the one LoadResult from the list.
+    With `stop`, the load lasts until it is set (at most `seconds`): for a test whose own
+    steps take an unknown time under load, so that the load cannot end before they do."""
+    results: list[LoadResult] = []
+
+    def run() -> None:
+        results.append(run_load(port, seconds=seconds, stop=stop, **kwargs))  # type: ignore[arg-type]
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, results

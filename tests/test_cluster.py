@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,18 +24,9 @@ import uvloop
 from bench.healing import run_trials
 from fastlb.app import Balancer
 from fastlb.config import Config, HealthConfig, ProxyConfig, ReplicasConfig, ReplicaSpec
-from tests.conftest import ROOT, Fastlb, LoadResult, http_get, replica_children, run_load
+from tests.conftest import ROOT, Fastlb, http_get, load_in_background, replica_children
 
 StartFastlb = Callable[[str], Fastlb]
-
-
-def load_in_background(port: int, seconds: float, **kwargs: object) -> tuple[threading.Thread, list[LoadResult]]:
-    results: list[LoadResult] = []
-    thread = threading.Thread(
-        target=lambda: results.append(run_load(port, seconds=seconds, **kwargs))  # type: ignore[arg-type]
-    )
-    thread.start()
-    return thread, results
 
 
 def test_exit_is_detected_and_replaced_quickly() -> None:

@@ -141,19 +141,26 @@ def replica_children(pid: int) -> list[int]:
     return found
 
 
-def wait_serving(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_ok(
+    port: int,
+    path: str,
+    name: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Poll GET `path` on `port` until a 200; fail at once if `proc` (the server) exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"fastlb exited with {proc.returncode} before serving")
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode} before serving")
         with (
             contextlib.suppress(OSError),
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/home", timeout=1) as resp,
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as resp,
         ):
             if resp.status == 200:
                 return
         time.sleep(0.05)
-    raise RuntimeError(f"fastlb did not serve /home on port {port} within {timeout:g} s")
+    raise RuntimeError(f"{name} did not serve {path} on port {port} within {timeout:g} s")
 
 
 _SAMPLE = re.compile(r'^(fastlb_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$', re.M)
@@ -361,7 +368,7 @@ def run(
             stderr=open(Path(tmp) / "fastlb.log", "wb"),  # noqa: SIM115 (closed with tmp)
         )
         try:
-            wait_serving(port, proc)
+            wait_ok(port, "/home", "fastlb", proc)
             result = drive(
                 port, fastlb_kill_one(proc.pid), Path(tmp), connections=connections,
                 seconds=seconds, interval=interval, timeout=timeout, threads=threads,
@@ -404,8 +411,8 @@ def run_haproxy(
             port = free_port()
             config = Path(tmp) / "haproxy.cfg"
             config.write_text(haproxy_config(port, supervisor.ports, retry_on))
-            for p in supervisor.ports.values():
-                wait_replica(p)
+            for name, p in supervisor.ports.items():
+                wait_ok(p, "/heartbeat", f"replica {name}", timeout=15.0)
             proc = subprocess.Popen(
                 [binary, "-db", "-f", str(config)],
                 cwd=tmp,
@@ -413,7 +420,7 @@ def run_haproxy(
                 stdout=subprocess.DEVNULL,
                 stderr=open(Path(tmp) / "haproxy.log", "wb"),  # noqa: SIM115 (closed with tmp)
             )
-            wait_serving(port, proc)
+            wait_ok(port, "/home", "haproxy", proc)
             time.sleep(1.5)  # every server past `rise` checks, as fastlb's are at start
             result = drive(
                 port, supervisor.kill_one, Path(tmp), connections=connections, seconds=seconds,
@@ -425,19 +432,6 @@ def run_haproxy(
             if proc is not None:
                 stop_process(proc)
             supervisor.stop()
-
-
-def wait_replica(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/heartbeat", timeout=1) as resp,
-        ):
-            if resp.status == 200:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"the replica on port {port} did not answer within {timeout:g} s")
 
 
 def report(name: str, connections: int, result: KillResult) -> None:

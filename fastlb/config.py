@@ -28,11 +28,21 @@ from datetime import date, datetime, time
 from typing import TypeGuard, TypeVar
 
 from fastlb.errors import ConfigError
+from fastlb.limits import (
+    CLASSIC_PROBES,
+    DURATION_BUCKETS,
+    MAGLEV_SIZE,
+    REPLICA_NAME_RULE,
+    TABLE_KINDS,
+    WEIGHT_RULE,
+    is_prime,
+    is_replica_name,
+    is_weight,
+)
 
 __all__ = [
     "DEFAULT_REPLICA_PATHS",
     "MAX_REPLICAS",
-    "MAX_WEIGHT",
     "AdminConfig",
     "Config",
     "ConfigError",
@@ -51,10 +61,6 @@ DEFAULT_REPLICA_PATHS = ("/home", "/heartbeat", "/neo", "/apod")
 # Far above any real deployment of this balancer, low enough that a typo (count = 30000) is
 # caught here rather than as thousands of child processes.
 MAX_REPLICAS = 1000
-#: The one bound on a replica's weight, for the file and for `set weight` alike. HAProxy's
-#: ceiling: a weight is a relative share of keys, and a ratio of more than 256:1 between two
-#: replicas is almost certainly a typo (30 meant as 3) rather than a wish.
-MAX_WEIGHT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +88,10 @@ class ProxyConfig:
 
 @dataclass(frozen=True, slots=True)
 class RoutingConfig:
-    table: str = "maglev"  # "maglev" | "classic"
+    table: str = TABLE_KINDS[0]  # one of TABLE_KINDS
     key: str = "request_id"  # request_id | path | client_ip | header:NAME | cookie:NAME
-    maglev_size: int = 65537
-    classic_probe: str = "linear"  # "linear" | "quadratic"
+    maglev_size: int = MAGLEV_SIZE
+    classic_probe: str = CLASSIC_PROBES[0]  # one of CLASSIC_PROBES
     classic_hash: str = "spec"  # a name registered in fastlb.hashing
 
 
@@ -144,9 +150,7 @@ class HealthConfig:
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     # Upper bounds (seconds) of the response-time histogram buckets, increasing.
-    buckets: tuple[float, ...] = (
-        0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-    )
+    buckets: tuple[float, ...] = DURATION_BUCKETS
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,14 +434,13 @@ _NON_NEGATIVE_NUMBER = _number("a number >= 0", lambda n: n >= 0)
 _POSITIVE_INTEGER = _integer(1)
 _NON_NEGATIVE_INTEGER = _integer(0)
 _REPLICA_COUNT = _integer(1, MAX_REPLICAS)
-_CAPPED_WEIGHT = _integer(1, MAX_WEIGHT)
 
 
 def _weight_value(value: object) -> int:
-    """A replica's weight: a positive integer (so the message says), at most MAX_WEIGHT (the
-    bound `set weight` holds too; past it the message names both ends)."""
-    weight = _POSITIVE_INTEGER(value)
-    return _CAPPED_WEIGHT(weight)
+    """A replica's weight, refused in the words `set weight` uses too (fastlb.limits)."""
+    if not is_weight(value):
+        raise _expected(WEIGHT_RULE, value)
+    return value
 
 
 def _boolean(value: object) -> bool:
@@ -555,38 +558,13 @@ def _routing_key(value: object) -> str:
     raise _expected(_KEY_SHAPE, value, _did_you_mean(value, _PLAIN_KEYS, '"{}"'))
 
 
-def _is_prime(n: int) -> bool:
-    """Miller-Rabin with the first twelve primes as bases: exact below 3.1e23, far beyond any
-    table size, and instant where trial division of a large typo would not be."""
-    if n < 2:
-        return False
-    bases = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
-    for p in bases:
-        if n % p == 0:
-            return n == p
-    d, s = n - 1, 0
-    while d % 2 == 0:
-        d, s = d // 2, s + 1
-    for a in bases:
-        x = pow(a, d, n)
-        if x in (1, n - 1):
-            continue
-        for _ in range(s - 1):
-            x = pow(x, 2, n)
-            if x == n - 1:
-                break
-        else:
-            return False
-    return True
-
-
 def _prime(value: object) -> int:
     """Maglev's table size must be prime: each replica walks the table with a step coprime to
     it, and only a prime size makes every step visit every slot."""
     what = "a prime number"
     if not isinstance(value, int) or isinstance(value, bool):
         raise _expected(what, value)
-    if not _is_prime(value):
+    if not is_prime(value):
         raise _expected(what, value, _next_prime_hint(value))
     return value
 
@@ -597,24 +575,16 @@ def _next_prime_hint(n: int) -> str:
     if n >= 2**32:
         return ""
     candidate = max(n + 1, 2)
-    while not _is_prime(candidate):
+    while not is_prime(candidate):
         candidate += 1
     return f" ({candidate} is the next prime)"
 
 
-_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
-_NAME_LENGTH = 63
-
-
 def _replica_name(value: object) -> str:
-    """A replica's name is also a container and host name for it, so it follows the container
-    naming rule and the 63-character limit of a DNS label."""
-    what = (
-        f'a replica name (letters, digits, "_", "." or "-", starting with a letter or digit, '
-        f"at most {_NAME_LENGTH} characters)"
-    )
-    if not isinstance(value, str) or len(value) > _NAME_LENGTH or not _NAME.fullmatch(value):
-        raise _expected(what, value)
+    """A replica's name, refused in the words the admin routes and commands use too (it is also
+    a container and host name: fastlb.limits says which rule that makes)."""
+    if not is_replica_name(value):
+        raise _expected(REPLICA_NAME_RULE, value)
     return value
 
 
@@ -791,10 +761,10 @@ def _read_proxy(table: _Table) -> ProxyConfig:
 def _read_routing(table: _Table) -> RoutingConfig:
     d = RoutingConfig()
     return RoutingConfig(
-        table=table.get("table", _choice(("maglev", "classic")), d.table),
+        table=table.get("table", _choice(TABLE_KINDS), d.table),
         key=table.get("key", _routing_key, d.key),
         maglev_size=table.get("maglev_size", _prime, d.maglev_size),
-        classic_probe=table.get("classic_probe", _choice(("linear", "quadratic")), d.classic_probe),
+        classic_probe=table.get("classic_probe", _choice(CLASSIC_PROBES), d.classic_probe),
         classic_hash=table.get("classic_hash", _choice(_classic_hashes()), d.classic_hash),
     )
 

@@ -54,6 +54,7 @@ from typing import Final
 import xxhash
 
 from fastlb.errors import TableError
+from fastlb.limits import MAGLEV_SIZE, is_prime
 from fastlb.table import check_members
 
 __all__ = [
@@ -62,10 +63,9 @@ __all__ = [
     "MaglevTable",
     "build_maglev_entries",
     "check_size",
-    "is_prime",
 ]
 
-DEFAULT_SIZE: Final = 65537
+DEFAULT_SIZE: Final = MAGLEV_SIZE
 MAX_MEMBERS: Final = 65536  # member indexes are stored as unsigned 16-bit integers
 
 # Fixed forever: changing any of them moves every key. The request seed differs from the two
@@ -77,40 +77,13 @@ _SEED_KEY: Final = 0x6D61676C65762D6B  # "maglev-k"
 
 _xxh64: Final = xxhash.xxh64_intdigest
 
-# Deterministic Miller-Rabin bases: exact for every n < 3.3 * 10**24.
-_MR_BASES: Final = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41)
-
-
-def is_prime(n: int) -> bool:
-    """Whether `n` is prime (exactly, and fast even for a silly large configured size)."""
-    if n < 2:
-        return False
-    for p in _MR_BASES:
-        if n % p == 0:
-            return n == p
-    d, r = n - 1, 0
-    while d % 2 == 0:
-        d //= 2
-        r += 1
-    for a in _MR_BASES:
-        x = pow(a, d, n)
-        if x in (1, n - 1):
-            continue
-        for _ in range(r - 1):
-            x = x * x % n
-            if x == n - 1:
-                break
-        else:
-            return False
-    return True
-
 
 def check_size(size: int, members: int) -> None:
     """Raise TableError unless a table of `size` entries can hold `members` members."""
     if isinstance(size, bool) or not isinstance(size, int) or not is_prime(size):
         raise TableError(
             f"maglev table size {size!r} is not a prime number: the permutations need a prime "
-            f"size (65537 is the default; 655373 suits more than 655 members)"
+            f"size ({MAGLEV_SIZE} is the default; 655373 suits more than 655 members)"
         )
     if members > size:
         raise TableError(f"{members} members do not fit a maglev table of {size} entries")

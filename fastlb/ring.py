@@ -21,13 +21,14 @@ from itertools import chain
 
 from fastlb.errors import TableError
 from fastlb.hashing import classic_hash, key_int, xxh64
+from fastlb.limits import CLASSIC_PROBES
 from fastlb.table import check_members
 
 __all__ = ["DEFAULT_SLOTS", "DEFAULT_VIRTUAL", "PROBES", "ClassicRing", "replica_id"]
 
 DEFAULT_SLOTS = 512
 DEFAULT_VIRTUAL = 9  # log2(512)
-PROBES = ("linear", "quadratic")
+PROBES = CLASSIC_PROBES
 
 _TRAILING_DIGITS = re.compile(r"[0-9]+\Z")
 
@@ -101,7 +102,7 @@ class ClassicRing:
         members: Sequence[tuple[str, int]],
         slots: int = DEFAULT_SLOTS,
         virtual: int = DEFAULT_VIRTUAL,
-        probe: str = "linear",
+        probe: str = PROBES[0],
         hash: str = "spec",
     ) -> None:
         names, weights = check_members(members)

@@ -6,7 +6,10 @@ request in flight never sees a half-built table and lookups need no lock.
 
 Two implementations: `fastlb.maglev.MaglevTable` (the default: even load, little disruption) and
 `fastlb.ring.ClassicRing` (the course spec's ring, kept so that its behaviour can be reproduced
-and compared). `build_table` picks one from the configuration.
+and compared). `fastlb.build.build_table` picks one from the configuration.
+
+Imports run one way: this contract <- the tables (maglev, ring) <- the factory (build). This
+module imports neither, so the tables can take `check_members` from it at import time.
 """
 
 from __future__ import annotations
@@ -15,12 +18,9 @@ from collections.abc import Iterator, Sequence
 from itertools import pairwise
 from typing import Protocol, runtime_checkable
 
-from fastlb.config import RoutingConfig
 from fastlb.errors import TableError
 
-__all__ = ["TABLE_KINDS", "Table", "TableError", "build_table", "check_members"]
-
-TABLE_KINDS = ("maglev", "classic")
+__all__ = ["Table", "TableError", "check_members"]
 
 
 @runtime_checkable
@@ -76,18 +76,3 @@ def check_members(members: Sequence[tuple[str, int]]) -> tuple[tuple[str, ...], 
         if previous == name:
             raise TableError(f"member {name!r} is listed twice: member names must be unique")
     return names, weights
-
-
-def build_table(routing: RoutingConfig, members: Sequence[tuple[str, int]]) -> Table:
-    """The table `routing.table` names, built from `members` with the configured parameters."""
-    # Imported here: both modules import `check_members` from this one.
-    if routing.table == "maglev":
-        from fastlb.maglev import MaglevTable
-
-        return MaglevTable(members, size=routing.maglev_size)
-    if routing.table == "classic":
-        from fastlb.ring import ClassicRing
-
-        return ClassicRing(members, probe=routing.classic_probe, hash=routing.classic_hash)
-    known = ", ".join(TABLE_KINDS)
-    raise TableError(f"unknown routing table {routing.table!r}: known tables are {known}")

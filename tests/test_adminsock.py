@@ -135,7 +135,7 @@ def test_errors_answer_and_leave_state_and_connection_as_they_were(path: str) ->
             'error: a replica named "Server1" already exists'
         )
         assert await client.ask("set weight Server1 x") == (
-            'error: set weight: expected an integer 1..256, got "x"; usage: set weight NAME W'
+            'error: set weight: expected an integer from 1 to 256, got "x"; usage: set weight NAME W'
         )
         assert await client.ask("shw") == 'error: unknown command "shw"; did you mean "show replicas"?'
         assert await client.ask("") == 'error: empty command; "help" lists the commands'

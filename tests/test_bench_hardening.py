@@ -95,6 +95,21 @@ def test_another_normalisation_differs_and_a_5xx_to_a_valid_request_fails() -> N
     assert verdict == FAIL and any("5xx" in w for w in why)
 
 
+def test_a_5xx_the_policy_itself_gives_to_a_pipelined_invalid_request_is_no_failure() -> None:
+    # `make hardening` once listed fastlb's own policy outcome as a FAIL: GET /1 answered 200,
+    # then the pipelined `GET /b HTTP/1.2` refused with 505 (RFC 9110 §15.6.6) and a close. The
+    # 505 answers the invalid request, not the valid one; a 5xx to the valid one still fails.
+    for name, target in (("pipe-then-version", "/1"), ("h2c-upgrade-preface", "/")):
+        case = BY_NAME[name]
+        assert case.expect.statuses == (200, 505)
+        framed = [line(1, target=target)]
+        exact = Observation(responses=answered(200, 505, recorder=True), closed=True, lines=framed)
+        assert classify(case, exact) == (PASS, [])
+        broken = Observation(responses=answered(502, 505, recorder=False), closed=True)
+        verdict, why = classify(case, broken)
+        assert verdict == FAIL and any("5xx" in w for w in why)
+
+
 def test_a_hang_and_a_dead_proxy_fail() -> None:
     hang = Observation(timed_out=True)
     verdict, why = classify(BY_NAME["lf-everywhere"], hang)

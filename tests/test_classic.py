@@ -112,7 +112,7 @@ SPEC_RM = b'{"message": "<Error> Length of hostname list is more than removable 
         ("POST", "/add", {"n": 1, "hostnames": "S1"}, b"hostnames must be a list"),
         ("POST", "/add", {"n": 1, "hostnames": [5]}, b"hostnames must be a list"),
         ("POST", "/add", {"n": 1, "hostnames": ["Server2"]}, b"already in use"),
-        ("POST", "/add", {"n": 1, "hostnames": ["bad name"]}, b"not a valid replica name"),
+        ("POST", "/add", {"n": 1, "hostnames": ["bad name"]}, b"expected a replica name (letters, digits"),
         ("POST", "/add", {"n": 2, "hostnames": ["X", "X"]}, b"listed twice"),
         ("POST", "/add", {"n": 6}, b"over max_replicas = 8"),
         ("POST", "/add", {"n": 1, "extra": 1}, b"unknown field"),

@@ -448,10 +448,10 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("replicas", "jitter_ms", '"5ms"', "a number >= 0"),
     ("replicas", "weights", "3", "a table of name = weight"),
     ("replicas", "weights", '["Server1"]', "a table of name = weight"),
-    ("replicas", "weights.Server1", "{ Server1 = 0 }", "a positive integer"),
-    ("replicas", "weights.Server1", "{ Server1 = 1.5 }", "a positive integer"),
-    ("replicas", "weights.Server1", "{ Server1 = true }", "a positive integer"),
-    ("replicas", "weights.Server2", "{ Server1 = 2, Server2 = -1 }", "a positive integer"),
+    ("replicas", "weights.Server1", "{ Server1 = 0 }", "an integer from 1 to 256"),
+    ("replicas", "weights.Server1", "{ Server1 = 1.5 }", "an integer from 1 to 256"),
+    ("replicas", "weights.Server1", "{ Server1 = true }", "an integer from 1 to 256"),
+    ("replicas", "weights.Server2", "{ Server1 = 2, Server2 = -1 }", "an integer from 1 to 256"),
     ("admin", "on_data_port", "0", "true or false"),
     ("admin", "on_data_port", '"false"', "true or false"),
     ("admin", "listen", '"127.0.0.1"', '"host:port" (or "[ipv6]:port")'),
@@ -590,11 +590,11 @@ def test_bad_docker_value_names_file_table_and_key(key: str, value: str, expecte
         ),
         (
             "[replicas]\nweights = { Server1 = 0 }\n",
-            "lb.toml: [replicas] weights.Server1: expected a positive integer, got 0",
+            "lb.toml: [replicas] weights.Server1: expected an integer from 1 to 256, got 0",
         ),
         (
             '[replicas]\nweights = { "my server" = 0 }\n',
-            'lb.toml: [replicas] weights."my server": expected a positive integer, got 0',
+            'lb.toml: [replicas] weights."my server": expected an integer from 1 to 256, got 0',
         ),
         (
             '[proxy]\nshutdown_timeout = "10s"\n',
@@ -1200,11 +1200,11 @@ ENTRY = '[replicas]\nprovider = "static"\n[[replicas.static]]\nname = "ok"\naddr
         ),
         (
             'name = "b"\naddress = "h:2"\nweight = 0',
-            "lb.toml: [[replicas.static]] #2 weight: expected a positive integer, got 0",
+            "lb.toml: [[replicas.static]] #2 weight: expected an integer from 1 to 256, got 0",
         ),
         (
             'name = "b"\naddress = "h:2"\nweight = true',
-            "lb.toml: [[replicas.static]] #2 weight: expected a positive integer, got true",
+            "lb.toml: [[replicas.static]] #2 weight: expected an integer from 1 to 256, got true",
         ),
         (
             'name = "b"\naddress = "h:2"\nadress = "h:3"',

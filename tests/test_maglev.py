@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from fastlb import maglev
 from fastlb.errors import TableError
 from fastlb.hashing import xxh64
-from fastlb.maglev import MaglevTable, build_maglev_entries, check_size, is_prime
+from fastlb.maglev import MaglevTable, build_maglev_entries, check_size
 from tests.conftest import output_under_hash_seed
 
 DETERMINISTIC = settings(derandomize=True, deadline=None, max_examples=60)
@@ -385,18 +385,6 @@ def test_from_entries_rejects_inconsistent_data() -> None:
         build_maglev_entries(("b", "a"), (1, 1), 251)
     with pytest.raises(TableError, match="weights"):
         build_maglev_entries(("a", "b"), (1,), 251)
-
-
-def test_is_prime_against_a_sieve() -> None:
-    limit = 20_000
-    sieve = bytearray([1]) * limit
-    sieve[0] = sieve[1] = 0
-    for p in range(2, int(limit**0.5) + 1):
-        if sieve[p]:
-            sieve[p * p :: p] = bytes(len(range(p * p, limit, p)))
-    assert [n for n in range(limit) if is_prime(n)] == [n for n in range(limit) if sieve[n]]
-    assert is_prime(2**61 - 1) and is_prime(655373) and is_prime(65537)
-    assert not any(is_prime(n) for n in (561, 41041, 3215031751, 2**61 + 1, 2**64))
 
 
 def test_check_size_accepts_the_default() -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from fastlb.build import build_table
 from fastlb.config import RoutingConfig
 from fastlb.errors import ConfigError
 from fastlb.http.parsers import make_head_parser
 from fastlb.routing import Route, make_key
-from fastlb.table import build_table
 
 
 def key_for(spec: str, raw: bytes, ip: bytes = b"10.0.0.7") -> bytes:

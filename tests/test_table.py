@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fastlb.build import build_table
 from fastlb.config import RoutingConfig
 from fastlb.errors import TableError
 from fastlb.maglev import MaglevTable
 from fastlb.ring import ClassicRing
-from fastlb.table import Table, build_table, check_members
+from fastlb.table import Table, check_members
 
 MEMBERS = [("Server3", 1), ("Server1", 2), ("Server2", 1)]
 

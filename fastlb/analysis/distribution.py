@@ -14,8 +14,8 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from fastlb.build import build_table
 from fastlb.config import RoutingConfig
-from fastlb.table import build_table
 
 __all__ = [
     "TABLES",

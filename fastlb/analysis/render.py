@@ -239,7 +239,7 @@ def _section_a4(results: Results) -> list[str]:
         "",
         f"A-1 is measured through a fresh balancer configured with each table ({p.requests} "
         "requests, the same ids). A-2 is computed by routing the same request ids through the "
-        "pure tables (`fastlb.table.build_table`), which is exactly what the balancer does with "
+        "pure tables (`fastlb.build.build_table`), which is exactly what the balancer does with "
         "them: every balancer run of this report checks that its counts equal the pure table's.",
         "",
         f"### A-1 for each table (N = {p.a1_n}, through the balancer)",

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from fastlb.config import AdminConfig
 from fastlb.control.api import ControlError
 from fastlb.control.cluster import Cluster
-from fastlb.http.messages import error_response, json_response
+from fastlb.http.messages import error_response, json_response, method_not_allowed
 from fastlb.proxy.client import LocalHandler, LocalRequest
 
 _AUTHORIZATION = re.compile(rb"\r\nauthorization:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.I)
@@ -38,6 +38,14 @@ class BadRequest(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class NotAllowed(BadRequest):
+    """A method the route does not take: a 405 that names, and sends in Allow, the ones it does."""
+
+    def __init__(self, allowed: tuple[bytes, ...]) -> None:
+        super().__init__(405, "method not allowed")
+        self.allowed = allowed
 
 
 def parse_body(body: bytes) -> tuple[int, list[str]]:
@@ -86,9 +94,7 @@ class ClassicAdmin:
 
     def _check(self, request: LocalRequest, methods: tuple[bytes, ...]) -> None:
         if request.head.method not in methods:
-            allowed = ", ".join(m.decode() for m in methods)
-            raise BadRequest(405, f"{request.head.method.decode('latin-1')} is not allowed here; "
-                             f"use {allowed}")
+            raise NotAllowed(methods)
         if request.head.method in (b"GET", b"HEAD") or is_loopback(request.client_ip):
             return
         token = self.admin.token
@@ -112,6 +118,8 @@ class ClassicAdmin:
             self._check(request, methods)
             if change is not None:
                 await change(request)
+        except NotAllowed as exc:
+            return method_not_allowed(request.head.method, request.head.target, exc.allowed)
         except BadRequest as exc:
             return error_response(exc.status, exc.message)
         except ControlError as exc:

@@ -13,20 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from fastlb.config import MAX_WEIGHT, Config
+from fastlb.config import Config
 from fastlb.control.api import ControlError, ReplicaInfo
 from fastlb.control.health import DOWN, STARTING, UP, Health
 from fastlb.control.tables import TableBuilder
 from fastlb.errors import FastlbError
+from fastlb.limits import REPLICA_NAME_RULE, WEIGHT_RULE, is_replica_name, is_weight
 from fastlb.proxy.server import ProxyServer
 from fastlb.proxy.upstream import Upstream
 from fastlb.replicas.base import Provider, Replica, probe
@@ -34,7 +35,6 @@ from fastlb.routing import Route
 
 log = logging.getLogger("fastlb.cluster")
 
-_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 #: Heartbeats that fastlb could not send for want of its own descriptors are logged at most
 #: this often (seconds): at the limit every probe of every replica fails the same way.
 OWN_FAILURE_LOG_EVERY = 1.0
@@ -492,11 +492,9 @@ class Cluster:
         """ControlError unless every name is valid, unused and the total stays allowed."""
         seen: set[str] = set()
         for name in names:
-            if not isinstance(name, str) or not _NAME.fullmatch(name):
-                raise ControlError(
-                    f"{name!r} is not a valid replica name: use letters, digits, '_', '.' and "
-                    "'-', starting with a letter or digit, at most 63 characters"
-                )
+            if not is_replica_name(name):
+                shown = json.dumps(name, ensure_ascii=False)
+                raise ControlError(f"expected {REPLICA_NAME_RULE}, got {shown}")
             if name in self.members:
                 raise ControlError(f"hostname {name!r} is already in use")
             if name in seen:
@@ -622,8 +620,8 @@ class Cluster:
 
     def set_weight(self, name: str, weight: int) -> None:
         member = self._known(name)
-        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
-            raise ControlError(f"weight must be an integer from 1 to {MAX_WEIGHT}, got {weight!r}")
+        if not is_weight(weight):
+            raise ControlError(f"weight: expected {WEIGHT_RULE}, got {json.dumps(weight)}")
         member.weight = weight
         self._weights[name] = weight
         self._event("weight", name, str(weight))

@@ -17,11 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import assert_never
 
-from fastlb.config import MAX_WEIGHT  # one bound for the file and `set weight`
 from fastlb.control.api import ClusterControl, ControlError, ReplicaInfo
+from fastlb.limits import MAX_WEIGHT, WEIGHT_RULE, is_weight
 
 __all__ = [
-    "MAX_WEIGHT",
     "AddReplicas",
     "Command",
     "CommandError",
@@ -209,8 +208,8 @@ def _set_weight(syntax: _Syntax, args: list[str]) -> Command:
     # ASCII digits only: int() would also take "+3", " 3", "3_0" and other scripts' digits,
     # none of which an operator means as a weight.
     weight = int(text) if _DECIMAL.fullmatch(text) and len(text) <= 4 else 0
-    if not 1 <= weight <= MAX_WEIGHT:
-        raise syntax.error(f"expected an integer 1..{MAX_WEIGHT}, got {_show(text)}")
+    if not is_weight(weight):
+        raise syntax.error(f"expected {WEIGHT_RULE}, got {_show(text)}")
     return SetWeight(name, weight)
 
 

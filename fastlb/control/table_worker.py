@@ -12,10 +12,10 @@ import pickle
 import sys
 from typing import BinaryIO
 
+from fastlb.build import build_table
 from fastlb.control.tables import LENGTH_BYTES, frame
 from fastlb.errors import FastlbError
 from fastlb.lifetime import die_with_parent
-from fastlb.table import build_table
 
 
 def serve(requests: BinaryIO, replies: BinaryIO) -> None:

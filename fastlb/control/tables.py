@@ -11,9 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fastlb.build import build_table
 from fastlb.config import RoutingConfig
 from fastlb.errors import FastlbError
-from fastlb.table import Table, build_table
+from fastlb.table import Table
 
 #: Where the `fastlb` package lives, so the worker imports this very copy of it.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)

@@ -26,7 +26,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from fastlb.control.health import STARTING, UP
-from fastlb.http.messages import error_response
+from fastlb.http.messages import method_not_allowed
 from fastlb.proxy.client import LocalHandler, LocalRequest
 
 if TYPE_CHECKING:
@@ -294,12 +294,7 @@ class Metrics:
         rendering a handful of replicas takes well under a millisecond."""
         method = request.head.method
         if method not in (b"GET", b"HEAD"):
-            response = error_response(
-                405, f"{method.decode('latin-1')} is not allowed on /metrics; use GET or HEAD"
-            )
-            # RFC 9110 15.5.6: a 405 must say which methods are allowed.
-            line_end = response.index(b"\r\n") + 2
-            return response[:line_end] + b"Allow: GET, HEAD\r\n" + response[line_end:]
+            return method_not_allowed(method, request.head.target, (b"GET", b"HEAD"))
         body = generate_latest(self.registry)
         head = b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
             CONTENT_TYPE,

@@ -27,6 +27,7 @@ from http import HTTPStatus
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
+from fastlb.http.messages import method_not_allowed
 from fastlb.proxy.client import LocalHandler, LocalRequest
 
 if TYPE_CHECKING:
@@ -326,20 +327,15 @@ class StatusPage:
         }
 
 
+_READ = (b"GET", b"HEAD")
+
+
 def _refuse(request: LocalRequest) -> bytes | None:
     """A 405 (with Allow) for anything but GET and HEAD: the page changes nothing."""
-    method = request.head.method
-    if method in (b"GET", b"HEAD"):
+    head = request.head
+    if head.method in _READ:
         return None
-    payload = {
-        "message": f"<Error> {method.decode('latin-1')} is not allowed here; use GET, HEAD",
-        "status": "failure",
-    }
-    body = json.dumps(payload).encode()
-    return (
-        b"HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\n"
-        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-    )
+    return method_not_allowed(head.method, head.target, _READ)
 
 
 def _response(request: LocalRequest, content_type: bytes, body: bytes, extra: bytes = b"") -> bytes:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from fastlb.errors import own_resource_error
 from fastlb.http.response import ResponseReader
+from fastlb.limits import DURATION_BUCKETS
 
 if TYPE_CHECKING:
     from fastlb.proxy.client import ClientConnection
@@ -25,11 +26,6 @@ if TYPE_CHECKING:
 #: it), each request sent there would only pay for a second refusal before failing over. One
 #: heartbeat interval: by then the controller knows as much as the data path does.
 REFUSED_HOLD: Final = 0.5
-
-#: Prometheus' default buckets from 5 ms to 10 s (the seed project's).
-DURATION_BUCKETS: Final = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0
-)
 
 
 def unconnected(data: bytes) -> object:

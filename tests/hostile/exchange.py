@@ -432,7 +432,13 @@ def judge_safety(case: Case, obs: Observation) -> list[str]:
     if valid:
         if not obs.responses:
             problems.append("no answer to a valid request")
-        elif any(s >= 500 for s in obs.statuses):
+        elif any(
+            s >= 500 and not (i < len(e.statuses) and e.statuses[i] >= 400)
+            for i, s in enumerate(obs.statuses)
+        ):
+            # An answer where the policy itself refuses the request (a pipelined
+            # `GET /b HTTP/1.2` after a good GET: 505, RFC 9110 §15.6.6) answers an invalid
+            # request, whatever its status; only a 5xx to a request the policy forwards fails.
             problems.append(f"5xx to a valid request: {list(obs.statuses)}")
         for seen, line in zip(e.forwarded, framed, strict=False):
             digest = hashlib.sha256(seen.body).hexdigest()

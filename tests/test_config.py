@@ -39,7 +39,7 @@ CONF = Path(__file__).resolve().parent.parent / "conf" / "lb.toml"
 
 # The tables of a Config, by field name: each is also a table of the file.
 PARTS = tuple(f.name for f in fields(Config) if f.name != "source")
-DOCKER_KEYS = ("image", "cluster", "network", "stop_on_exit", "docker_url")
+DOCKER_KEYS = ("image", "cluster", "network", "stop_on_exit", "docker_url", "port")
 
 
 def error(text: str, source: str = "lb.toml") -> str:
@@ -122,7 +122,7 @@ def test_shipped_conf_is_exactly_the_default() -> None:
 # the defaults mean: raise count and a written max_replicas = 100 becomes an error), without a
 # default (admin listen), or only used by another provider.
 COMMENTED_OUT = {
-    "replicas": {"names", "static", *DOCKER_KEYS},
+    "replicas": {"names", "static", "command", "cwd", "log_dir", *DOCKER_KEYS},
     "admin": {"listen", "max_replicas"},
     "health": {"timeout", "backoff_max"},
 }
@@ -221,6 +221,9 @@ def test_every_key_is_read() -> None:
         network = "lbnet"
         stop_on_exit = false
         docker_url = "tcp://10.0.0.5:2375"
+        command = ["gunicorn", "--bind", "{host}:{port}", "app:app"]
+        env = { APP_NAME = "{name}" }
+        port = 8000
 
         [admin]
         on_data_port = false
@@ -240,6 +243,10 @@ def test_every_key_is_read() -> None:
         crash_window = 0
         backoff = 0.5
         backoff_max = 8
+        path = "/healthz"
+        method = "HEAD"
+        expect = 204
+        host = "app.internal"
 
         [metrics]
         buckets = [0.001, 0.5, 3]
@@ -289,6 +296,9 @@ def test_every_key_is_read() -> None:
             network="lbnet",
             stop_on_exit=False,
             docker_url="tcp://10.0.0.5:2375",
+            command=("gunicorn", "--bind", "{host}:{port}", "app:app"),
+            env=(("APP_NAME", "{name}"),),
+            port=8000,
         ),
         admin=AdminConfig(
             on_data_port=False,
@@ -308,6 +318,10 @@ def test_every_key_is_read() -> None:
             crash_window=0.0,
             backoff=0.5,
             backoff_max=8.0,
+            path="/healthz",
+            method="HEAD",
+            expect=(204, 204),
+            host="app.internal",
         ),
         metrics=MetricsConfig(buckets=(0.001, 0.5, 3.0)),
         log=LogConfig(access=True, access_file="/var/log/fastlb/access.log"),
@@ -315,7 +329,8 @@ def test_every_key_is_read() -> None:
     defaults = default()
     for part in PARTS:
         for f in fields(getattr(cfg, part)):
-            if f.name == "static":  # docker here; static is tested below
+            # docker here; static is tested below, the local-only keys in test_replica_command.
+            if f.name in ("static", "cwd", "log_dir"):
                 continue
             assert getattr(getattr(cfg, part), f.name) != getattr(getattr(defaults, part), f.name)
 
@@ -1298,6 +1313,7 @@ DOCKER_VALUES = {
     "network": '"lb_net"',
     "stop_on_exit": "false",
     "docker_url": '""',
+    "port": "8000",
 }
 
 

@@ -36,7 +36,7 @@ class Balancer:
     ) -> None:
         self.config = config
         self.config_path = config_path
-        self.provider = provider or make_provider(config.replicas)
+        self.provider = provider or make_provider(config.replicas, config.health)
         self.tables = TableBuilder(config.routing)
         self.cluster = Cluster(
             config,

@@ -21,6 +21,7 @@ import ipaddress
 import json
 import math
 import re
+import string
 import tomllib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -122,6 +123,16 @@ class ReplicasConfig:
     network: str = ""  # a user network to run replicas on, reached by name ("" = host ports)
     stop_on_exit: bool = True  # stop the containers fastlb started when it exits
     docker_url: str = ""  # the engine's address ("" = DOCKER_HOST or the default socket)
+    # Your own app as the replicas (local, docker): an argv template with {host}, {port},
+    # {name} and (local only) {fd} placeholders; () runs the demo replica. `env` adds to the
+    # environment (same placeholders), `cwd` is where a local child starts ("" = fastlb's).
+    command: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str = ""
+    #: Local replicas' stdout and stderr: "" logs each line prefixed with the replica's name;
+    #: a directory gets one file per replica (NAME.log) instead.
+    log_dir: str = ""
+    port: int = 5000  # docker: the port the app listens on inside its container
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +156,12 @@ class HealthConfig:
     crash_window: float = 5.0  # dying within this many seconds of starting is a crash
     backoff: float = 1.0  # first wait before restarting a crashing replica; doubles each time
     backoff_max: float = 30.0
+    # What a heartbeat asks and what counts as a good answer: `path` answered with a status in
+    # `expect` (inclusive). `host` is the Host header ("" = the replica's own host:port).
+    path: str = "/heartbeat"
+    method: str = "GET"  # "GET" | "HEAD"
+    expect: tuple[int, int] = (200, 399)
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +287,11 @@ _REPLICAS_KEYS = (
     "network",
     "stop_on_exit",
     "docker_url",
+    "command",
+    "env",
+    "cwd",
+    "log_dir",
+    "port",
 )
 _ADMIN_KEYS = ("on_data_port", "listen", "token", "socket", "max_replicas", "drain_timeout")
 _HEALTH_KEYS = (
@@ -282,6 +304,10 @@ _HEALTH_KEYS = (
     "crash_window",
     "backoff",
     "backoff_max",
+    "path",
+    "method",
+    "expect",
+    "host",
 )
 _METRICS_KEYS = ("buckets",)
 _LOG_KEYS = ("access", "access_file")
@@ -301,7 +327,17 @@ _LITERAL_CLASSIC_HASHES = ("spec", "xxhash", "fnv1a")
 
 # Keys only the local provider acts on: with provider = "static" they would be silently ignored.
 _LOCAL_ONLY_KEYS = ("count", "names", "weights", "latency_ms", "jitter_ms")
-_DOCKER_ONLY_KEYS = ("image", "cluster", "network", "stop_on_exit", "docker_url")
+_DOCKER_ONLY_KEYS = ("image", "cluster", "network", "stop_on_exit", "docker_url", "port")
+# Keys of a replica fastlb starts as a child process: a container has its own.
+_CHILD_ONLY_KEYS = ("cwd", "log_dir")
+# Keys of a replica fastlb starts (local or docker): with "static" nothing is started.
+_STARTED_ONLY_KEYS = ("command", "env", *_CHILD_ONLY_KEYS)
+#: The placeholders of `command` and `env`, by provider: a container cannot inherit fastlb's
+#: socket, so {fd} is the local provider's alone.
+COMMAND_PLACEHOLDERS: Mapping[str, tuple[str, ...]] = {
+    "local": ("host", "port", "name", "fd"),
+    "docker": ("host", "port", "name"),
+}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -779,7 +815,16 @@ def _read_replicas(table: _Table) -> ReplicasConfig:
             if table.has(key):
                 raise table.error(key, 'only used with provider = "docker"')
     if provider == "static":
+        for key in _STARTED_ONLY_KEYS:
+            if table.has(key):
+                raise table.error(
+                    key, 'not used with provider = "static" (fastlb starts nothing there)'
+                )
         return _read_static_replicas(table, start_timeout)
+    if provider == "docker":
+        for key in _CHILD_ONLY_KEYS:
+            if table.has(key):
+                raise table.error(key, 'only used with provider = "local"')
     if table.has("static"):
         raise table.error(
             "static",
@@ -787,6 +832,7 @@ def _read_replicas(table: _Table) -> ReplicasConfig:
             '(set provider = "static", or remove the [[replicas.static]] entries)',
         )
     names = _local_names(table)
+    command, env = _read_command(table, provider)
     return ReplicasConfig(
         provider=provider,
         count=len(names),
@@ -800,7 +846,133 @@ def _read_replicas(table: _Table) -> ReplicasConfig:
         network=table.get("network", _optional_name, d.network),
         stop_on_exit=table.get("stop_on_exit", _boolean, d.stop_on_exit),
         docker_url=table.get("docker_url", _text, d.docker_url),
+        command=command,
+        env=env,
+        cwd=table.get("cwd", _path_text, d.cwd),
+        log_dir=table.get("log_dir", _path_text, d.log_dir),
+        port=table.get("port", _port_number, d.port),
     )
+
+
+def _read_command(
+    table: _Table, provider: str
+) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """`command` and `env` of a provider that starts replicas. A local command must be told
+    where to listen ({fd} or {port}, in its argv or its env): N children on one fixed port
+    cannot all bind it."""
+    d = ReplicasConfig()
+    placeholders = COMMAND_PLACEHOLDERS[provider]
+    command = table.get("command", _command(placeholders), d.command)
+    env = table.get("env", _environment(placeholders), d.env)
+    if provider == "local" and command:
+        used = {name for text in (*command, *(v for _, v in env)) for name in _fields(text)}
+        if not used & {"fd", "port"}:
+            raise table.error(
+                "command",
+                "expected {fd} or {port} in command (or env): fastlb tells each replica "
+                "where to listen, e.g. --port {port}, or --fd {fd} for a socket fastlb "
+                f"bound; got {_show(list(command))}",
+            )
+    return command, env
+
+
+def _fields(text: str) -> list[str]:
+    """The placeholder names in a checked template ("{{" and "}}" are literal braces)."""
+    return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+
+
+def _template(placeholders: Sequence[str]) -> Check[str]:
+    """A string with {placeholders} from a known set: a misspelt one is an error here, not a
+    child that gets "{prot}" as its port. Braces meant literally are written {{ and }}."""
+    known = ", ".join("{" + name + "}" for name in placeholders)
+
+    def check(value: object) -> str:
+        if not isinstance(value, str):
+            raise _expected("a string", value)
+        if "\0" in value:
+            raise _expected("a string without NUL characters", value)
+        try:
+            parts = list(string.Formatter().parse(value))
+        except ValueError:
+            raise _expected(
+                f'placeholders in braces ({known}; write "{{{{" and "}}}}" for a brace)', value
+            ) from None
+        for _, name, spec, conversion in parts:
+            if name is None:
+                continue
+            if name not in placeholders:
+                shown = "{" + name + "}"
+                hint = _did_you_mean(name, placeholders, "{{{}}}")
+                if name == "fd":
+                    hint = ' (only with provider = "local": a container cannot inherit a socket)'
+                raise _Invalid(
+                    f"unknown placeholder {shown} in {_show(value)}{hint}; known: {known}"
+                )
+            if spec or conversion:
+                raise _expected(f"a plain placeholder such as {{{name}}}", value)
+        return value
+
+    return check
+
+
+def _command(placeholders: Sequence[str]) -> Check[tuple[str, ...]]:
+    """An argv template: a non-empty array of strings, the first one the program."""
+    each = _list_of(_template(placeholders))
+
+    def check(value: object) -> tuple[str, ...]:
+        argv = each(value)
+        if not argv:
+            raise _expected(
+                'a command line such as ["uvicorn", "app:app", "--fd", "{fd}"]', value
+            )
+        if not argv[0]:
+            raise _Invalid('expected a program name, got ""', at="[0]")
+        return argv
+
+    return check
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _environment(placeholders: Sequence[str]) -> Check[tuple[tuple[str, str], ...]]:
+    """An `env` table of NAME = "value" (values are templates): names as a shell would take
+    them, so a typo such as "PORT=" is caught rather than passed to the child."""
+    value_check = _template(placeholders)
+
+    def check(value: object) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, dict):
+            raise _expected('a table of NAME = "value"', value)
+        pairs: list[tuple[str, str]] = []
+        for name, item in value.items():
+            at = f".{_show_key(name)}"
+            if not _ENV_NAME.fullmatch(name):
+                raise _Invalid(
+                    "expected a variable name (letters, digits and _, not starting with a "
+                    f"digit), got {_show(name)}",
+                    at=at,
+                )
+            try:
+                pairs.append((name, value_check(item)))
+            except _Invalid as exc:
+                raise _Invalid(exc.message, at=at) from None
+        return tuple(pairs)
+
+    return check
+
+
+def _path_text(value: object) -> str:
+    """A file system path ("" for none). Whether it exists is seen when it is used."""
+    if not isinstance(value, str) or "\0" in value:
+        raise _expected("a path (a string)", value)
+    return value
+
+
+_PORT_NUMBER = _integer(1, 65535)
+
+
+def _port_number(value: object) -> int:
+    return _PORT_NUMBER(value)
 
 
 def _text(value: object) -> str:
@@ -885,7 +1057,61 @@ def _read_health(table: _Table) -> HealthConfig:
         crash_window=table.get("crash_window", _NON_NEGATIVE_NUMBER, d.crash_window),
         backoff=backoff,
         backoff_max=backoff_max,
+        path=table.get("path", _heartbeat_path, d.path),
+        method=table.get("method", _choice(("GET", "HEAD")), d.method),
+        expect=table.get("expect", _status_range, d.expect),
+        host=table.get("host", _host_header, d.host),
     )
+
+
+def _heartbeat_path(value: object) -> str:
+    """The heartbeat's request-target: an origin-form path (a query may follow), with no
+    whitespace or control characters, which would break the request line."""
+    what = 'a path starting with "/" (no spaces), such as "/healthz"'
+    if not isinstance(value, str) or not re.fullmatch(r"/[\x21-\x7e]*", value):
+        raise _expected(what, value)
+    return value
+
+
+_STATUS_RANGE = re.compile(r"([1-5][0-9]{2})(?:-([1-5][0-9]{2}))?")
+
+
+def _status_range(value: object) -> tuple[int, int]:
+    """A status (200, or "200") or an inclusive range ("200-399") a good heartbeat answers."""
+    what = 'a status from 100 to 599 or a range such as "200-399"'
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 100 <= value <= 599:
+            return value, value
+        raise _expected(what, value)
+    if not isinstance(value, str) or not (match := _STATUS_RANGE.fullmatch(value)):
+        raise _expected(what, value)
+    low = int(match.group(1))
+    high = int(match.group(2) or low)
+    if high < low:
+        raise _expected(f"{what} (low before high)", value)
+    return low, high
+
+
+def _host_header(value: object) -> str:
+    """A Host header value: a host, optionally with a port ("" = the replica's address)."""
+    what = 'a host such as "app.example.com" or "localhost:8000" ("" = the replica\'s address)'
+    if not isinstance(value, str):
+        raise _expected(what, value)
+    if value == "":
+        return value
+    host, colon, port = value.rpartition(":") if not value.endswith("]") else (value, "", "")
+    if not colon:
+        host = value
+    elif not (_PORT.fullmatch(port) and 1 <= int(port) <= 65535):
+        raise _expected(what, value)
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise _expected(what, value) from None
+    elif not _is_host(host):
+        raise _expected(what, value)
+    return value
 
 
 def _local_names(table: _Table) -> tuple[str, ...]:

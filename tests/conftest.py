@@ -313,19 +313,24 @@ def run_load(
                 writer.write(request)
                 async with asyncio.timeout(timeout):
                     head = await reader.readuntil(b"\r\n\r\n")
-                    fields = dict(
-                        line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line
-                    )
-                    length = int(fields.get(b"Content-Length", b"0"))
+                    # Field names are case-insensitive (RFC 9110 §5.1): Starlette sends them
+                    # in lower case.
+                    fields = {
+                        name.lower(): value
+                        for name, value in (
+                            line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line
+                        )
+                    }
+                    length = int(fields.get(b"content-length", b"0"))
                     await reader.readexactly(length)
                 status = int(head[9:12])
                 if status != 200:
                     failures.append(f"status {status}")
                 else:
                     ok += 1
-                    name = fields.get(b"X-Served-By", b"?").strip().decode()
+                    name = fields.get(b"x-served-by", b"?").strip().decode()
                     served[name] = served.get(name, 0) + 1
-                if b"close" in fields.get(b"Connection", b"").lower():
+                if b"close" in fields.get(b"connection", b"").lower():
                     writer.close()
                     writer = None
             except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:

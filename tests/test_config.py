@@ -39,7 +39,7 @@ CONF = Path(__file__).resolve().parent.parent / "conf" / "lb.toml"
 
 # The tables of a Config, by field name: each is also a table of the file.
 PARTS = tuple(f.name for f in fields(Config) if f.name != "source")
-DOCKER_KEYS = ("image", "cluster", "network", "stop_on_exit", "docker_url")
+DOCKER_KEYS = ("image", "cluster", "network", "stop_on_exit", "docker_url", "port")
 
 
 def error(text: str, source: str = "lb.toml") -> str:
@@ -122,7 +122,7 @@ def test_shipped_conf_is_exactly_the_default() -> None:
 # the defaults mean: raise count and a written max_replicas = 100 becomes an error), without a
 # default (admin listen), or only used by another provider.
 COMMENTED_OUT = {
-    "replicas": {"names", "static", *DOCKER_KEYS},
+    "replicas": {"names", "static", "command", "cwd", "log_dir", *DOCKER_KEYS},
     "admin": {"listen", "max_replicas"},
     "health": {"timeout", "backoff_max"},
 }
@@ -221,6 +221,9 @@ def test_every_key_is_read() -> None:
         network = "lbnet"
         stop_on_exit = false
         docker_url = "tcp://10.0.0.5:2375"
+        command = ["gunicorn", "--bind", "{host}:{port}", "app:app"]
+        env = { APP_NAME = "{name}" }
+        port = 8000
 
         [admin]
         on_data_port = false
@@ -240,6 +243,10 @@ def test_every_key_is_read() -> None:
         crash_window = 0
         backoff = 0.5
         backoff_max = 8
+        path = "/healthz"
+        method = "HEAD"
+        expect = 204
+        host = "app.internal"
 
         [metrics]
         buckets = [0.001, 0.5, 3]
@@ -289,6 +296,9 @@ def test_every_key_is_read() -> None:
             network="lbnet",
             stop_on_exit=False,
             docker_url="tcp://10.0.0.5:2375",
+            command=("gunicorn", "--bind", "{host}:{port}", "app:app"),
+            env=(("APP_NAME", "{name}"),),
+            port=8000,
         ),
         admin=AdminConfig(
             on_data_port=False,
@@ -308,6 +318,10 @@ def test_every_key_is_read() -> None:
             crash_window=0.0,
             backoff=0.5,
             backoff_max=8.0,
+            path="/healthz",
+            method="HEAD",
+            expect=(204, 204),
+            host="app.internal",
         ),
         metrics=MetricsConfig(buckets=(0.001, 0.5, 3.0)),
         log=LogConfig(access=True, access_file="/var/log/fastlb/access.log"),
@@ -315,7 +329,8 @@ def test_every_key_is_read() -> None:
     defaults = default()
     for part in PARTS:
         for f in fields(getattr(cfg, part)):
-            if f.name == "static":  # docker here; static is tested below
+            # docker here; static is tested below, the local-only keys in test_replica_command.
+            if f.name in ("static", "cwd", "log_dir"):
                 continue
             assert getattr(getattr(cfg, part), f.name) != getattr(getattr(defaults, part), f.name)
 
@@ -1298,6 +1313,7 @@ DOCKER_VALUES = {
     "network": '"lb_net"',
     "stop_on_exit": "false",
     "docker_url": '""',
+    "port": "8000",
 }
 
 
@@ -1559,3 +1575,132 @@ def test_metrics_and_log_values(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse(text)
     assert str(info.value).startswith(message), str(info.value)
+
+
+# --- your own app as replicas: command, env, cwd, log_dir; the heartbeat -------------------------
+
+
+def test_replica_command() -> None:
+    replicas = parse(
+        '[replicas]\ncommand = ["uvicorn", "app:app", "--host", "{host}", "--port", "{port}"]\n'
+        'env = { REPLICA_NAME = "{name}", LITERAL = "{{braces}}" }\ncwd = "/srv/app"\n'
+        'log_dir = "/var/log/app"\n'
+    ).replicas
+    assert replicas.command == ("uvicorn", "app:app", "--host", "{host}", "--port", "{port}")
+    assert replicas.env == (("REPLICA_NAME", "{name}"), ("LITERAL", "{{braces}}"))
+    assert (replicas.cwd, replicas.log_dir) == ("/srv/app", "/var/log/app")
+    # {port} in env alone is enough: the app reads its port from there.
+    assert parse('[replicas]\ncommand = ["app"]\nenv = { PORT = "{port}" }\n').replicas.command
+    assert parse('[replicas]\ncommand = ["app", "--fd={fd}"]\n').replicas.command
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'command = ["uvicorn", "app:app", "--port", "{prot}"]',
+            "[replicas] command[3]: unknown placeholder {prot} in \"{prot}\" (did you mean "
+            "{port}?); known: {host}, {port}, {name}, {fd}",
+        ),
+        (
+            "command = []",
+            '[replicas] command: expected a command line such as ["uvicorn", "app:app", '
+            '"--fd", "{fd}"], got []',
+        ),
+        ('command = ["app", 8000]', "[replicas] command[1]: expected a string, got 8000"),
+        ('command = "uvicorn app:app"', '[replicas] command: expected an array, got "uvicorn app:app"'),
+        ('command = ["", "{port}"]', '[replicas] command[0]: expected a program name, got ""'),
+        (
+            'command = ["app", "--port={port"]',
+            '[replicas] command[1]: expected placeholders in braces ({host}, {port}, {name}, {fd}; '
+            'write "{{" and "}}" for a brace), got "--port={port"',
+        ),
+        (
+            'command = ["app", "{port:d}"]',
+            '[replicas] command[1]: expected a plain placeholder such as {port}, got "{port:d}"',
+        ),
+        (
+            'command = ["app", "{0}"]',
+            '[replicas] command[1]: unknown placeholder {0} in "{0}"; known: {host}, {port}, '
+            "{name}, {fd}",
+        ),
+        (
+            'command = ["uvicorn", "app:app"]',
+            "[replicas] command: expected {fd} or {port} in command (or env): fastlb tells "
+            "each replica where to listen, e.g. --port {port}, or --fd {fd} for a socket "
+            'fastlb bound; got ["uvicorn", "app:app"]',
+        ),
+        ('env = { PORT = 8000 }', "[replicas] env.PORT: expected a string, got 8000"),
+        (
+            'env = { "MY-VAR" = "x" }',
+            '[replicas] env.MY-VAR: expected a variable name (letters, digits and _, not '
+            'starting with a digit), got "MY-VAR"',
+        ),
+        ('env = { A = "{nmae}" }', '[replicas] env.A: unknown placeholder {nmae} in "{nmae}" (did you mean {name}?); known: {host}, {port}, {name}, {fd}'),
+        ('env = ["A=1"]', '[replicas] env: expected a table of NAME = "value", got ["A=1"]'),
+        ("cwd = 1", "[replicas] cwd: expected a path (a string), got 1"),
+        ("log_dir = false", "[replicas] log_dir: expected a path (a string), got false"),
+    ],
+)
+def test_replica_command_errors(text: str, message: str) -> None:
+    assert error(f"[replicas]\n{text}\n") == f"lb.toml: {message}"
+
+
+def test_command_keys_by_provider() -> None:
+    assert error('[replicas]\nprovider = "docker"\ncommand = ["app", "--fd", "{fd}"]\n') == (
+        'lb.toml: [replicas] command[2]: unknown placeholder {fd} in "{fd}" (only with '
+        'provider = "local": a container cannot inherit a socket); known: {host}, {port}, {name}'
+    )
+    # A container's app may listen on its fixed port: no placeholder needed.
+    docker = parse('[replicas]\nprovider = "docker"\ncommand = ["gunicorn", "app:app"]\n')
+    assert docker.replicas.command == ("gunicorn", "app:app")
+    for key, value in (("cwd", '"/srv"'), ("log_dir", '"/var/log"')):
+        assert error(f'[replicas]\nprovider = "docker"\n{key} = {value}\n') == (
+            f'lb.toml: [replicas] {key}: only used with provider = "local"'
+        )
+    for key, value in (("command", '["app", "{port}"]'), ("env", "{}"), ("cwd", '"/srv"')):
+        text = STATIC.replace("start_timeout = 20", f"{key} = {value}")
+        assert error(text) == (
+            f'lb.toml: [replicas] {key}: not used with provider = "static" '
+            "(fastlb starts nothing there)"
+        )
+    assert error("[replicas]\nport = 8000\n") == (
+        'lb.toml: [replicas] port: only used with provider = "docker"'
+    )
+    assert error('[replicas]\nprovider = "docker"\nport = 0\n') == (
+        'lb.toml: [replicas] port: expected an integer from 1 to 65535, got 0'
+    )
+
+
+def test_heartbeat_settings() -> None:
+    health = parse(
+        '[health]\npath = "/healthz?full=1"\nmethod = "HEAD"\nexpect = "200-299"\n'
+        'host = "app.example.com:8443"\n'
+    ).health
+    assert (health.path, health.method, health.expect, health.host) == (
+        "/healthz?full=1", "HEAD", (200, 299), "app.example.com:8443",
+    )
+    assert parse("[health]\nexpect = 204\n").health.expect == (204, 204)
+    assert parse('[health]\nexpect = "204"\n').health.expect == (204, 204)
+    assert parse('[health]\nhost = "[::1]:80"\n').health.host == "[::1]:80"
+    d = HealthConfig()
+    assert (d.path, d.method, d.expect, d.host) == ("/heartbeat", "GET", (200, 399), "")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('path = "healthz"', 'path: expected a path starting with "/" (no spaces), such as "/healthz", got "healthz"'),
+        ('path = "/a b"', 'path: expected a path starting with "/" (no spaces), such as "/healthz", got "/a b"'),
+        ('method = "POST"', 'method: expected "GET" or "HEAD", got "POST"'),
+        ('method = "get"', 'method: expected "GET" or "HEAD", got "get"'),
+        ("expect = 600", 'expect: expected a status from 100 to 599 or a range such as "200-399", got 600'),
+        ("expect = true", 'expect: expected a status from 100 to 599 or a range such as "200-399", got true'),
+        ('expect = "2xx"', 'expect: expected a status from 100 to 599 or a range such as "200-399", got "2xx"'),
+        ('expect = "399-200"', 'expect: expected a status from 100 to 599 or a range such as "200-399" (low before high), got "399-200"'),
+        ('host = "a b"', 'host: expected a host such as "app.example.com" or "localhost:8000" ("" = the replica\'s address), got "a b"'),
+        ('host = "app:99999"', 'host: expected a host such as "app.example.com" or "localhost:8000" ("" = the replica\'s address), got "app:99999"'),
+    ],
+)
+def test_heartbeat_setting_errors(text: str, message: str) -> None:
+    assert error(f"[health]\n{text}\n") == f"lb.toml: [health] {message}"

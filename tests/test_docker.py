@@ -202,8 +202,9 @@ def test_on_exit_reports_a_kill_but_not_a_stop(engine: Any, tag: str) -> None:
         exits: list[str] = []
         reported = asyncio.Event()
 
-        def on_exit(name: str) -> None:
+        def on_exit(name: str, detail: str) -> None:
             assert asyncio.get_running_loop() is loop  # called on the loop, not the thread
+            assert detail.startswith("container ") and " exited with " in detail, detail
             exits.append(name)
             reported.set()
 
@@ -358,7 +359,10 @@ def test_compose_stack_serves_on_5000(engine: Any) -> None:
         logs = engine.containers.get("lb").logs().decode(errors="replace")
         assert seen == {"Server1", "Server2", "Server3"}, logs
         replicas = ours(engine, COMPOSE_CLUSTER)
-        assert sorted(c.name for c in replicas) == ["Server1", "Server2", "Server3"]
+        # Named for their cluster (two clusters on one engine may both have a Server1).
+        assert sorted(c.name for c in replicas) == [
+            f"{COMPOSE_CLUSTER}-Server{i}" for i in (1, 2, 3)
+        ]
         for container in replicas:  # reached by name on net1; nothing published
             assert COMPOSE_NETWORK in container.attrs["NetworkSettings"]["Networks"]
             assert not container.attrs["HostConfig"]["PortBindings"]

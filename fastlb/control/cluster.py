@@ -30,7 +30,7 @@ from fastlb.errors import FastlbError
 from fastlb.limits import REPLICA_NAME_RULE, WEIGHT_RULE, is_replica_name, is_weight
 from fastlb.proxy.server import ProxyServer
 from fastlb.proxy.upstream import Upstream
-from fastlb.replicas.base import Provider, Replica, probe
+from fastlb.replicas.base import HeartbeatCheck, Provider, Replica, probe
 from fastlb.routing import Route
 
 log = logging.getLogger("fastlb.cluster")
@@ -247,7 +247,8 @@ class Cluster:
             replica = member.replica
             if replica is None:
                 return
-            beat = await probe(replica.host, replica.port, timeout, replica.identity)
+            check = HeartbeatCheck.of(self.config.health)
+            beat = await probe(replica.host, replica.port, timeout, replica.identity, check)
             if beat.ok and member.replica is replica and member.health.state == STARTING:
                 member.health.started()
 
@@ -301,7 +302,8 @@ class Cluster:
             replica = member.replica
             if replica is None or member.stopping or member.healing is not None:
                 continue
-            beat = await probe(replica.host, replica.port, hc.timeout, replica.identity)
+            check = HeartbeatCheck.of(hc)
+            beat = await probe(replica.host, replica.port, hc.timeout, replica.identity, check)
             if member.replica is not replica or member.stopping:
                 continue  # replaced or removed while the probe ran
             if beat.own:
@@ -366,12 +368,12 @@ class Cluster:
         if member is not None and member.health.suspect():
             member.wake.set()
 
-    def _on_exit(self, name: str) -> None:
+    def _on_exit(self, name: str, detail: str = "") -> None:
         member = self.members.get(name)
         if member is None or member.stopping or self._closing:
             return
         member.health.died()
-        self._event("died", name)
+        self._event("died", name, detail)
         if member.upstream is not None:
             member.upstream.close_idle()
         self._publish_soon()
@@ -651,7 +653,7 @@ class Cluster:
             config = dataclasses.replace(config, replicas=old.replicas)
         else:
             # Before anything is started: a replica added to the file is started from it.
-            self.provider.reconfigure(config.replicas)
+            self.provider.reconfigure(config.replicas, config.health)
         self.config = config
         self._weights = dict(config.replicas.weights)
         self.tables.routing = config.routing

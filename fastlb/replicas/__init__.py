@@ -7,7 +7,7 @@
   of fastlb runs without the Docker SDK).
 """
 
-from fastlb.config import ReplicasConfig
+from fastlb.config import HealthConfig, ReplicasConfig
 from fastlb.errors import ConfigError, ReplicaError
 from fastlb.replicas.base import Provider, Replica
 from fastlb.replicas.local import LocalProvider
@@ -16,9 +16,10 @@ from fastlb.replicas.static import StaticProvider
 __all__ = ["LocalProvider", "Provider", "Replica", "StaticProvider", "make_provider"]
 
 
-def make_provider(config: ReplicasConfig) -> Provider:
+def make_provider(config: ReplicasConfig, health: HealthConfig | None = None) -> Provider:
+    """The provider [replicas] asks for; `health` is the heartbeat a started replica answers."""
     if config.provider == "local":
-        return LocalProvider(config)
+        return LocalProvider(config, health=health)
     if config.provider == "static":
         return StaticProvider(config)
     if config.provider == "docker":
@@ -31,5 +32,5 @@ def make_provider(config: ReplicasConfig) -> Provider:
                 f'provider = "docker" needs the Docker SDK ({exc}); install it: '
                 "pip install 'docker>=6'"
             ) from None
-        return DockerProvider(config)
+        return DockerProvider(config, health)
     raise ConfigError(f"[replicas] provider: unknown provider {config.provider!r}")

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Final, Protocol
 from fastlb.errors import own_resource_error
 
 if TYPE_CHECKING:
-    from fastlb.config import ReplicasConfig
+    from fastlb.config import HealthConfig, ReplicasConfig
 
-#: Called with a replica's name the moment the provider sees it die on its own.
-ExitCallback = Callable[[str], None]
+#: Called with a replica's name and what is known of its end (its exit status, its last lines
+#: of output) the moment the provider sees it die on its own.
+ExitCallback = Callable[[str, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +44,18 @@ class Provider(Protocol):
         """The replicas the configuration asks for, in order."""
         ...
 
-    def reconfigure(self, config: ReplicasConfig) -> None:
+    def reconfigure(self, config: ReplicasConfig, health: HealthConfig | None = None) -> None:
         """Take the [replicas] table of a reloaded config (called before the replicas it adds
         are started): what a replica is started from from now on (a static entry's address,
-        latency, weights, the image). Replicas running now keep running as they were; what
-        cannot change without a restart of fastlb is logged as such and kept."""
+        latency, weights, the image, the command), and the [health] heartbeat a new replica
+        must answer before `start` returns. Replicas running now keep running as they were;
+        what cannot change without a restart of fastlb is logged as such and kept."""
         ...
 
     def on_exit(self, callback: ExitCallback) -> None:
-        """Register `callback(name)`, run on the event loop as soon as a replica this provider
-        started dies without being asked to (a process exit, a container's `die` event)."""
+        """Register `callback(name, detail)`, run on the event loop as soon as a replica this
+        provider started dies without being asked to (a process exit, a container's `die`
+        event); `detail` says how it ended, with its last lines of output when they are known."""
         ...
 
     async def adopt(self) -> list[Replica]:
@@ -78,18 +81,53 @@ class Provider(Protocol):
         ...
 
 
-HEARTBEAT_REQUEST = b"GET /heartbeat HTTP/1.1\r\nHost: replica\r\nConnection: close\r\n\r\n"
 _MAX_HEAD: Final = 16384  # a heartbeat answer's head; past this it is not a heartbeat answer
 _MAX_INTERIM: Final = 8  # 1xx answers read before the final one; past that, judged on the last
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatCheck:
+    """What a heartbeat asks ([health] method, path, host) and which final statuses are good
+    (`expect`, inclusive). The default is the demo replica's: GET /heartbeat, 200-399."""
+
+    method: str = "GET"
+    path: str = "/heartbeat"
+    host: str = ""  # the Host header; "" = the address the heartbeat connects to
+    expect: tuple[int, int] = (200, 399)
+
+    @staticmethod
+    def of(health: HealthConfig) -> HeartbeatCheck:
+        """The check a [health] table asks for."""
+        return HeartbeatCheck(health.method, health.path, health.host, health.expect)
+
+    def request(self, host: str, port: int) -> bytes:
+        """The heartbeat request. Connection: close, because one answer is all it reads."""
+        authority = self.host or (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        return (
+            f"{self.method} {self.path} HTTP/1.1\r\nHost: {authority}\r\n"
+            "User-Agent: fastlb-heartbeat\r\nConnection: close\r\n\r\n"
+        ).encode("latin-1")
+
+    def describe(self) -> str:
+        """`GET /heartbeat` as messages name it."""
+        return f"{self.method} {self.path}"
+
+    def wanted(self) -> str:
+        low, high = self.expect
+        return str(low) if low == high else f"{low}-{high}"
+
+
+DEFAULT_CHECK: Final = HeartbeatCheck()
+
 
 @dataclass(frozen=True, slots=True)
 class Beat:
     """What one heartbeat found.
 
-    `ok`: the replica answered 200, as itself. `own`: the probe could not be made because fastlb
-    is out of descriptors (or buffers, memory, local ports): it says nothing about the replica,
-    so neither `ok` nor a failure may be counted. `served_by`: the name the answer gave in
-    X-Served-By, when it gave one. `reason`: why it failed, for the log.
+    `ok`: the replica answered with an expected status, as itself. `own`: the probe could not
+    be made because fastlb is out of descriptors (or buffers, memory, local ports): it says
+    nothing about the replica, so neither `ok` nor a failure may be counted. `served_by`: the
+    name the answer gave in X-Served-By, when it gave one. `reason`: why it failed, for the log.
     """
 
     ok: bool
@@ -98,17 +136,25 @@ class Beat:
     reason: str = ""
 
 
-async def probe(host: str, port: int, timeout: float, identity: str | None = None) -> Beat:
-    """One GET /heartbeat. Good on a 200 within `timeout` that, when `identity` is given, does
-    not name another replica in its X-Served-By: a port answered by someone else (a replica
-    that took the port of one that died, say) is not that replica, and routing its keys there
-    would send them to the wrong place. An answer without X-Served-By (another program behind
-    a static replica) is judged by its status alone."""
+async def probe(
+    host: str,
+    port: int,
+    timeout: float,
+    identity: str | None = None,
+    check: HeartbeatCheck = DEFAULT_CHECK,
+) -> Beat:
+    """One heartbeat (`check`: GET /heartbeat unless [health] says otherwise). Good on an
+    expected status within `timeout` that, when `identity` is given, does not name another
+    replica in its X-Served-By: a port answered by someone else (a replica that took the port
+    of one that died, say) is not that replica, and routing its keys there would send them to
+    the wrong place. The identity is checked only when the header is there: an answer without
+    X-Served-By (a third-party app run through [replicas] command, another program behind a
+    static replica) is judged by its status alone."""
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port, limit=_MAX_HEAD)
             try:
-                writer.write(HEARTBEAT_REQUEST)
+                writer.write(check.request(host, port))
                 for _ in range(_MAX_INTERIM + 1):
                     try:
                         head = await reader.readuntil(b"\r\n\r\n")
@@ -128,18 +174,27 @@ async def probe(host: str, port: int, timeout: float, identity: str | None = Non
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         return Beat(False, own=own_resource_error(exc), reason=reason)
-    return judge(head, identity)
+    return judge(head, identity, check.expect)
 
 
-def judge(head: bytes, identity: str | None) -> Beat:
+def judge(head: bytes, identity: str | None, expect: tuple[int, int] = (200, 399)) -> Beat:
     """The verdict on a heartbeat answer's head (sans-IO: the tests feed it bytes)."""
     lines = head.split(b"\r\n")
     status = lines[0]
+    low, high = expect
     # RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ]
-    if not status.startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 ")):
+    code = status[9:12]
+    good = (
+        status.startswith((b"HTTP/1.1 ", b"HTTP/1.0 "))
+        and code.isdigit()
+        and status[12:13] == b" "
+        and low <= int(code) <= high
+    )
+    if not good:
         if not status:
             return Beat(False, reason="closed the connection without answering")
-        return Beat(False, reason=f"answered {status[:80].decode('latin-1')!r}, not 200")
+        wanted = str(low) if low == high else f"{low}-{high}"
+        return Beat(False, reason=f"answered {status[:80].decode('latin-1')!r}, not {wanted}")
     served_by: str | None = None
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
@@ -154,6 +209,12 @@ def judge(head: bytes, identity: str | None) -> Beat:
     return Beat(True, served_by=served_by)
 
 
-async def heartbeat(host: str, port: int, timeout: float, identity: str | None = None) -> bool:
-    """One GET /heartbeat; True on a 200 within `timeout` from `identity` (see `probe`)."""
-    return (await probe(host, port, timeout, identity)).ok
+async def heartbeat(
+    host: str,
+    port: int,
+    timeout: float,
+    identity: str | None = None,
+    check: HeartbeatCheck = DEFAULT_CHECK,
+) -> bool:
+    """One heartbeat; True on an expected status within `timeout` from `identity` (`probe`)."""
+    return (await probe(host, port, timeout, identity, check)).ok

@@ -1,16 +1,21 @@
 """Replicas as Docker containers, through the Docker SDK (docker-py), never the docker CLI.
 
-Each replica is one container named exactly as the replica, from `[replicas] image`, labelled
-`fastlb.cluster=<cluster>` and `fastlb.replica=<name>`. The labels are how a balancer knows its
-own containers: a restarted fastlb adopts the running ones instead of starting duplicates, and
-removes the exited ones instead of leaving them behind. A container of that name without our
-label is someone else's, and is never touched.
+Each replica is one container from `[replicas] image`, named `fastlb-<cluster>-<name>` (or the
+replica's own name when that already starts with its cluster's: `container_name`), so two
+clusters can share one engine with the same replica names; it is labelled
+`fastlb.cluster=<cluster>` and `fastlb.replica=<name>`. It runs the demo replica, or the
+image's own app with `[replicas] command` (and `env`), listening on `[replicas] port` (5000).
+The labels are how a balancer knows its own containers: a restarted fastlb adopts the running
+ones instead of starting duplicates, and removes the exited ones instead of leaving them
+behind. A container of that name without our label is someone else's, and is never touched.
 
 Two ways to reach a replica:
-- `network = ""` (fastlb on the host): port 5000 is published on 127.0.0.1 only, on a port the
-  engine picks, so replicas are never exposed beyond this machine; the address is that port.
+- `network = ""` (fastlb on the host): the container's port is published on 127.0.0.1 only, on
+  a port the engine picks, so replicas are never exposed beyond this machine; the address is
+  that port.
 - `network = "net1"` (fastlb itself in a container on that user network, as in the compose
-  stack): the container joins the network and is reached by name through Docker's DNS, on 5000.
+  stack): the container joins the network and is reached by its container name through
+  Docker's DNS, on the container's port.
 
 Every SDK call blocks (HTTP to the engine), so each runs in the loop's default executor. A
 container that dies is seen through the engine's event stream, read by one thread that posts to
@@ -34,9 +39,9 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 
-from fastlb.config import ReplicasConfig
+from fastlb.config import HealthConfig, ReplicasConfig
 from fastlb.errors import ReplicaError
-from fastlb.replicas.base import ExitCallback, Replica, heartbeat
+from fastlb.replicas.base import DEFAULT_CHECK, ExitCallback, HeartbeatCheck, Replica, heartbeat
 
 log = logging.getLogger("fastlb.replicas")
 
@@ -48,14 +53,66 @@ T = TypeVar("T")
 
 CLUSTER_LABEL = "fastlb.cluster"
 REPLICA_LABEL = "fastlb.replica"
-REPLICA_PORT = 5000  # the port every replica listens on inside its container (the spec's)
-_PORT_KEY = f"{REPLICA_PORT}/tcp"
+REPLICA_PORT = 5000  # the demo replica's port inside its container (the spec's); [replicas] port
 _LOOPBACK = "127.0.0.1"
 _DEFAULT_URL = "unix:///var/run/docker.sock"
 _STOP_TIMEOUT = 2  # seconds between SIGTERM and SIGKILL when a replica is stopped
 _STATE_EVERY = 0.5  # while waiting for /heartbeat, how often to ask whether the container died
 _LOG_LINES = 20  # of a container that failed to start, shown in the error
 _EVENTS_RETRY = 1.0  # seconds before reading the event stream again after it broke
+_ANY = "0.0.0.0"  # {host} inside a container: every interface, so the published port reaches it
+
+
+def container_name(cluster: str, name: str) -> str:
+    """The container of replica `name` in `cluster`: `fastlb-<cluster>-<name>`, so that two
+    balancers on one engine can both have a Server1. A cluster already called fastlb... is
+    not said twice (cluster "fastlb" gives fastlb-Server1), and a replica name that already
+    starts with its cluster's prefix (`<cluster>-...`) is the container's name as it is."""
+    prefix = cluster if cluster.startswith("fastlb") else f"fastlb-{cluster}"
+    if name.startswith((f"{prefix}-", f"{cluster}-")):
+        return name
+    return f"{prefix}-{name}"
+
+
+def port_key(config: ReplicasConfig) -> str:
+    """The container port as the engine names it ("5000/tcp")."""
+    return f"{config.port}/tcp"
+
+
+def command_of(config: ReplicasConfig, name: str) -> list[str]:
+    """What the container of `name` runs: [replicas] command filled in ({host} is every
+    interface, {port} the container's port), or the demo replica."""
+    values = {"host": _ANY, "port": str(config.port), "name": name}
+    if config.command:
+        return [arg.format_map(values) for arg in config.command]
+    cmd = ["python3", "-m", "replica", "--name", name, "--host", _ANY]
+    cmd += ["--port", str(config.port)]
+    if config.latency_ms:
+        cmd += ["--latency-ms", str(config.latency_ms)]
+    if config.jitter_ms:
+        cmd += ["--jitter-ms", str(config.jitter_ms)]
+    return cmd
+
+
+def create_options(config: ReplicasConfig, name: str) -> dict[str, Any]:
+    """The arguments of `containers.create` for replica `name` (pure: unit-tested without an
+    engine)."""
+    values = {"host": _ANY, "port": str(config.port), "name": name}
+    environment = {"REPLICA_NAME": name}
+    environment.update((key, value.format_map(values)) for key, value in config.env)
+    options: dict[str, Any] = {
+        "name": container_name(config.cluster, name),
+        "command": command_of(config, name),
+        "labels": {CLUSTER_LABEL: config.cluster, REPLICA_LABEL: name},
+        "environment": environment,
+        "detach": True,
+    }
+    if config.network:
+        options["network"] = config.network
+    else:
+        # Loopback only, on a port the engine picks: a replica is never exposed further.
+        options["ports"] = {port_key(config): (_LOOPBACK, None)}
+    return options
 
 
 class DockerProvider:
@@ -63,8 +120,9 @@ class DockerProvider:
 
     replaceable = True  # a container that stays down is replaced by a new one
 
-    def __init__(self, config: ReplicasConfig) -> None:
+    def __init__(self, config: ReplicasConfig, health: HealthConfig | None = None) -> None:
         self._config = config
+        self._check = DEFAULT_CHECK if health is None else HeartbeatCheck.of(health)
         self._weights = dict(config.weights)
         self._url = config.docker_url or os.environ.get("DOCKER_HOST") or _DEFAULT_URL
         self._client: Client | None = None
@@ -94,7 +152,7 @@ class DockerProvider:
     def names(self) -> list[str]:
         return list(self._config.names)
 
-    def reconfigure(self, config: ReplicasConfig) -> None:
+    def reconfigure(self, config: ReplicasConfig, health: HealthConfig | None = None) -> None:
         """Containers started from now on take the new image, network and replica settings.
         The engine's address and the cluster label say which containers are this fastlb's:
         changing either under running containers would orphan them, so that needs a restart."""
@@ -109,6 +167,8 @@ class DockerProvider:
             self._prepared = False  # check the new image and network before the next start
         self._config = dataclasses.replace(config, docker_url=old.docker_url, cluster=old.cluster)
         self._weights = dict(config.weights)
+        if health is not None:
+            self._check = HeartbeatCheck.of(health)
 
     def on_exit(self, callback: ExitCallback) -> None:
         self._on_exit = callback
@@ -137,14 +197,14 @@ class DockerProvider:
         await self._connect()
         await self._prepare()
         cid, (host, port), reused = await self._call(self._sync_create, name)
-        reason = await self._wait_ready(cid, host, port)
+        reason = await self._wait_ready(cid, host, port, name)
         if reason is not None and reused:
             # A container left by an earlier run that does not answer: replace it.
             log.warning("replica %s: leftover container does not answer (%s); replacing it",
                         name, reason)
             await self._call(self._sync_remove, cid)
             cid, (host, port), reused = await self._call(self._sync_create, name, False)
-            reason = await self._wait_ready(cid, host, port)
+            reason = await self._wait_ready(cid, host, port, name)
         if reason is not None:
             output = await self._call(self._sync_logs, cid)
             await self._call(self._sync_remove, cid)
@@ -154,7 +214,8 @@ class DockerProvider:
                 hint = (f"; replicas on network {self._config.network!r} are reached by name, "
                         "so fastlb must run in a container on that network too")
             raise ReplicaError(
-                f"replica {name!r} (image {self._config.image}) did not answer /heartbeat at "
+                f"replica {name!r} (image {self._config.image}) did not answer "
+                f"{self._check.describe()} ({self._check.wanted()}) at "
                 f"{host}:{port} within {self._config.start_timeout:g} s ({reason}){hint}"
                 + (f"; its last output:\n{output}" if output else "")
             )
@@ -288,23 +349,17 @@ class DockerProvider:
         return f"image {self._config.image} not found; build it with `make images`"
 
     def command(self, name: str) -> list[str]:
-        cfg = self._config
-        cmd = ["python3", "-m", "replica", "--name", name, "--host", "0.0.0.0"]
-        cmd += ["--port", str(REPLICA_PORT)]
-        if cfg.latency_ms:
-            cmd += ["--latency-ms", str(cfg.latency_ms)]
-        if cfg.jitter_ms:
-            cmd += ["--jitter-ms", str(cfg.jitter_ms)]
-        return cmd
+        return command_of(self._config, name)
 
     def _find(self, name: str) -> Container | None:
-        """The container named `name`, if any. `containers.get` also matches id prefixes, so a
-        container whose id merely starts with the name is not it."""
+        """The container of replica `name`, if any. `containers.get` also matches id prefixes,
+        so a container whose id merely starts with the name is not it."""
+        wanted = container_name(self._config.cluster, name)
         try:
-            container = self._docker.containers.get(name)
+            container = self._docker.containers.get(wanted)
         except docker.errors.NotFound:
             return None
-        return container if container.name == name else None
+        return container if container.name == wanted else None
 
     def _wait_creates(self, timeout: float = 30.0) -> None:
         with self._creating:
@@ -335,13 +390,14 @@ class DockerProvider:
             owner = labels.get(CLUSTER_LABEL)
             if owner is None:
                 raise ReplicaError(
-                    f"a container named {name!r} already exists and is not a fastlb replica "
+                    f"a container named {existing.name!r} already exists and is not a fastlb "
+                    "replica "
                     f"(it has no {CLUSTER_LABEL} label); remove or rename it, or give this "
                     "replica another name"
                 )
             if owner != cluster:
                 raise ReplicaError(
-                    f"container {name!r} is a replica of fastlb cluster {owner!r}, not "
+                    f"container {existing.name!r} is a replica of fastlb cluster {owner!r}, not "
                     f"{cluster!r}; give this replica another name, or stop that balancer"
                 )
             address = self._address_of(existing, name)
@@ -349,18 +405,7 @@ class DockerProvider:
                 self._pending[name] = existing.id
                 return existing.id, address, True
             self._remove(existing)
-        options: dict[str, Any] = {
-            "name": name,
-            "command": self.command(name),
-            "labels": {CLUSTER_LABEL: cluster, REPLICA_LABEL: name},
-            "environment": {"REPLICA_NAME": name},
-            "detach": True,
-        }
-        if self._config.network:
-            options["network"] = self._config.network
-        else:
-            # Loopback only, on a port the engine picks: a replica is never exposed further.
-            options["ports"] = {_PORT_KEY: (_LOOPBACK, None)}
+        options = create_options(self._config, name)
         try:
             container = self._docker.containers.create(self._config.image, **options)
         except docker.errors.ImageNotFound:
@@ -368,7 +413,8 @@ class DockerProvider:
         except docker.errors.APIError as exc:
             if exc.status_code == 409:
                 raise ReplicaError(
-                    f"a container named {name!r} already exists (created by someone else while "
+                    f"a container named {options['name']!r} already exists (created by someone "
+                    "else while "
                     f"this replica was starting): {_reason(exc)}"
                 ) from None
             raise
@@ -380,7 +426,7 @@ class DockerProvider:
             if address is None:
                 raise ReplicaError(
                     f"replica {name!r}: container {container.short_id} has no published "
-                    f"{_PORT_KEY} on {_LOOPBACK} (state {container.status})"
+                    f"{port_key(self._config)} on {_LOOPBACK} (state {container.status})"
                 )
         except BaseException:
             self._remove(container)
@@ -392,9 +438,10 @@ class DockerProvider:
         """Whether a leftover container runs what we would start now: the same build of the
         image and the same command (a rebuilt image or a changed latency is not kept)."""
         config = container.attrs.get("Config") or {}
+        name = (container.labels or {}).get(REPLICA_LABEL, "")
         return bool(
             container.attrs.get("Image") == self._image_id
-            and list(config.get("Cmd") or []) == self.command(container.name)
+            and list(config.get("Cmd") or []) == self.command(name)
         )
 
     def _address_of(self, container: Container, name: str) -> tuple[str, int] | None:
@@ -403,8 +450,9 @@ class DockerProvider:
         settings = container.attrs.get("NetworkSettings") or {}
         if self._config.network:
             networks = settings.get("Networks") or {}
-            return (name, REPLICA_PORT) if self._config.network in networks else None
-        for binding in (settings.get("Ports") or {}).get(_PORT_KEY) or []:
+            host = container_name(self._config.cluster, name)  # Docker's DNS knows it so
+            return (host, self._config.port) if self._config.network in networks else None
+        for binding in (settings.get("Ports") or {}).get(port_key(self._config)) or []:
             if binding.get("HostIp") == _LOOPBACK and binding.get("HostPort"):
                 return _LOOPBACK, int(binding["HostPort"])
         return None
@@ -452,7 +500,8 @@ class DockerProvider:
         for container in listed:
             name = (container.labels or {}).get(REPLICA_LABEL) or container.name
             address = self._address_of(container, name)
-            if container.status == "running" and address is not None and name == container.name:
+            mine = container_name(self._config.cluster, name) == container.name
+            if container.status == "running" and address is not None and mine:
                 found.append((name, container.id, address))
                 continue
             log.info("removing %s container %s of replica %s", container.status,
@@ -462,13 +511,14 @@ class DockerProvider:
 
     # -- waiting for a replica to come up -------------------------------------------------------
 
-    async def _wait_ready(self, cid: str, host: str, port: int) -> str | None:
-        """None once /heartbeat answers; otherwise why not ("timeout", "container exited")."""
+    async def _wait_ready(self, cid: str, host: str, port: int, name: str) -> str | None:
+        """None once the heartbeat answers as `name` (or anonymously: see `probe`); otherwise
+        why not ("timeout", "container exited")."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._config.start_timeout
         next_state = loop.time() + _STATE_EVERY
         while loop.time() < deadline:
-            if await heartbeat(host, port, 0.5):
+            if await heartbeat(host, port, 0.5, name, self._check):
                 return None
             if loop.time() >= next_state:
                 next_state = loop.time() + _STATE_EVERY
@@ -515,7 +565,8 @@ class DockerProvider:
                         since = event["timeNano"] / 1e9
                     actor = event.get("Actor") or {}
                     attributes = actor.get("Attributes") or {}
-                    name = attributes.get("name", "")
+                    # The replica's name is its label (the container's name carries the cluster).
+                    name = attributes.get(REPLICA_LABEL) or attributes.get("name", "")
                     cid = actor.get("ID") or event.get("id", "")
                     code = attributes.get("exitCode", "?")
                     loop.call_soon_threadsafe(self._died, name, cid, code)
@@ -553,7 +604,7 @@ class DockerProvider:
         self._dead[name] = cid
         log.warning("replica %s (container %s) exited with %s", name, cid[:12], code)
         if self._on_exit is not None:
-            self._on_exit(name)
+            self._on_exit(name, f"container {cid[:12]} exited with {code}")
 
 
 def _reason(exc: BaseException) -> str:

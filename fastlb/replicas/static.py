@@ -3,7 +3,7 @@ fastlb balances them and never starts or stops them."""
 
 from __future__ import annotations
 
-from fastlb.config import ReplicasConfig
+from fastlb.config import HealthConfig, ReplicasConfig
 from fastlb.errors import ReplicaError
 from fastlb.replicas.base import ExitCallback, Replica
 
@@ -19,7 +19,7 @@ class StaticProvider:
     def names(self) -> list[str]:
         return list(self._specs)
 
-    def reconfigure(self, config: ReplicasConfig) -> None:
+    def reconfigure(self, config: ReplicasConfig, health: HealthConfig | None = None) -> None:
         # The entries of the reloaded file: an entry added there can be started (named) now.
         self._specs = {spec.name: spec for spec in config.static}
 

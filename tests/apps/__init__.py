@@ -1,0 +1,1 @@
+"""Third-party apps that tests run as replicas through [replicas] command."""

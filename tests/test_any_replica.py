@@ -264,3 +264,21 @@ def test_output_in_log_dir_and_the_last_lines_in_the_died_event(
     fastlb_log = lb.config.with_suffix(".log").read_text()
     for other in NAMES:  # with log_dir, the lines are not in fastlb's log too
         assert f"[{other}] INFO:" not in fastlb_log, fastlb_log
+
+
+@pytest.mark.parametrize("example", ["uvicorn", "gunicorn"])
+def test_the_examples_run_as_written(example: str, procs: Processes, tmp_path: Path) -> None:
+    """conf/examples/{uvicorn,gunicorn}.toml, run from the repository's root as the README
+    says (only the listen port changed): all three replicas answer through fastlb."""
+    text = (ROOT / "conf" / "examples" / f"{example}.toml").read_text()
+    port = free_port()
+    assert text.count('listen = "127.0.0.1:5000"') == 1
+    path = tmp_path / f"{example}.toml"
+    path.write_text(text.replace('listen = "127.0.0.1:5000"', f'listen = "127.0.0.1:{port}"'))
+    log = (tmp_path / "fastlb.log").open("wb")
+    proc = procs.spawn([PY, "-m", "fastlb", "--config", str(path)], stderr=log)
+    log.close()
+    wait_port(port, 60.0, proc)
+    result = run_load(port, total=300, concurrency=4)
+    assert result.failures == []
+    assert set(result.served) == {"Server1", "Server2", "Server3"}, result.served

@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from fastlb import __version__
 from fastlb.cli import main
 from tests.conftest import PY, ROOT
@@ -39,6 +41,13 @@ def test_check_accepts_the_shipped_config() -> None:
     result = run("--check", "--config", "conf/lb.toml")
     assert result.returncode == 0
     assert result.stdout.strip() == "conf/lb.toml: ok"
+
+
+@pytest.mark.parametrize("example", ["uvicorn", "gunicorn", "docker-image"])
+def test_check_accepts_the_examples(example: str) -> None:
+    path = f"conf/examples/{example}.toml"
+    result = run("--check", "--config", path)
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, f"{path}: ok", "")
 
 
 def test_check_names_file_table_and_key(tmp_path: Path) -> None:

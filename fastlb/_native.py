@@ -43,6 +43,7 @@ MODULES: Final = (
     "fastlb.http.framing",
     "fastlb.proxy.outbox",
     "fastlb.proxy.upstream",
+    "fastlb.proxy.exchange",
     "fastlb.proxy.client",
     "fastlb.proxy.server",
 )

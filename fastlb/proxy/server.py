@@ -116,8 +116,11 @@ class ProxyServer:
         local: dict[bytes, LocalHandler] | None = None,
         forward: bool = True,
         listen: tuple[str, int] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        self.loop = asyncio.get_running_loop()
+        # `loop`: for a server made outside a running loop (tests/test_exchange.py drives the
+        # relay machine with no loop running; nothing there schedules on it).
+        self.loop = asyncio.get_running_loop() if loop is None else loop
         self.config = config
         #: None while no replica can take requests: clients get a 503 at once.
         self.route = route
@@ -426,9 +429,8 @@ class ProxyServer:
         self.outbox.flush()
         deadline = self.loop.time() + grace
         while self.loop.time() < deadline:
-            for client in [c for c in self.clients if c.state == 0 and not c.buf]:
-                client.transport.close()
-                self.clients.discard(client)
+            for client in list(self.clients):
+                client.shutdown()  # an idle one closes (and leaves `clients`) now
             if not self.clients:
                 break
             await asyncio.sleep(0.01)

@@ -66,7 +66,7 @@ class BackendConnection:
     def data_received(self, data: bytes) -> None:
         client = self.client
         if client is not None:
-            client.backend_data(data)
+            client.exchange.replica_data(data)
         else:
             # Bytes nobody asked for: the connection is out of step, never reuse it.
             self.close()

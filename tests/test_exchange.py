@@ -1,0 +1,518 @@
+"""The relay machine (fastlb/proxy/exchange.py) driven with no socket: bytes and events in,
+what it did read back from its `Recorder` port.
+
+Two kinds of test: hypothesis splits both byte streams at arbitrary offsets, and every split
+must give the same bytes to the client and the replica and the same outcomes as the stream in
+one piece; and a test per row of the outcome table, each checking what the client sees,
+whether the connection stays, the retry, the suspicion, the counter and the access log's code.
+The end-to-end behaviour over real sockets stays in test_proxy.py and test_faults.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastlb._native import source_path
+from fastlb.config import default
+from fastlb.http.response import ResponseReader
+from fastlb.http.rewrite import forwarded_lines
+from fastlb.maglev import MaglevTable
+from fastlb.observe.access import AccessLog
+from fastlb.proxy import exchange as ex
+from fastlb.proxy.exchange import Exchange, LocalHandler, LocalRequest, Recorder
+from fastlb.proxy.server import ProxyServer
+from fastlb.proxy.upstream import Upstream
+from fastlb.routing import Route
+
+GET = b"GET /home HTTP/1.1\r\nHost: a\r\n\r\n"
+OK_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+
+
+class Lines(AccessLog):
+    """The access log's lines, kept in a list (AccessLog writes them by a timer)."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def add(self, line: bytes) -> None:
+        self.lines.append(line)
+
+    def codes(self) -> list[str]:
+        return [line.split()[-1].decode() for line in self.lines]
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    # ProxyServer keeps a loop for its outbox; the Recorder port never uses it, and it never runs.
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@dataclasses.dataclass
+class Rig:
+    server: ProxyServer
+    port: Recorder
+    machine: Exchange
+    upstreams: dict[str, Upstream]
+    log: Lines
+    suspects: list[str]
+
+    def client(self) -> bytes:
+        return b"".join(self.port.client)
+
+    def replica(self) -> bytes:
+        return b"".join(self.port.replica)
+
+    def outcomes(self) -> list[str]:
+        return [ex.outcome_name(o) for o in self.port.outcomes]
+
+    def connected(self) -> None:
+        """The connection being opened for the exchange is open."""
+        assert self.machine.awaits(self.machine.seq), self.machine.state_name()
+        self.machine.replica_connected(ResponseReader())
+
+    def on(self) -> Upstream:
+        """The upstream the exchange is on."""
+        upstream = self.machine.upstream
+        assert upstream is not None
+        return upstream
+
+
+def rig(
+    loop: asyncio.AbstractEventLoop,
+    *,
+    pooled: bool = True,
+    paths: tuple[str, ...] = (),
+    local: dict[bytes, LocalHandler] | None = None,
+    forward: bool = True,
+    routed: bool = True,
+) -> Rig:
+    proxy = dataclasses.replace(default().proxy, replica_paths=paths)
+    upstreams = {name: Upstream(name, "127.0.0.1", 1) for name in ("r1", "r2", "r3")}
+    route = Route.build(MaglevTable([(name, 1) for name in upstreams]), upstreams)
+    server = ProxyServer(
+        proxy, "path", route if routed else None, local=local, forward=forward, loop=loop
+    )
+    log = Lines()
+    server.access_log = log
+    suspects: list[str] = []
+    server.on_suspect = suspects.append
+    port = Recorder(pooled)
+    machine = Exchange(server, port, b"127.0.0.1", forwarded_lines("127.0.0.1"))
+    return Rig(server, port, machine, upstreams, log, suspects)
+
+
+# ------------------------------------------------------------------ any split, same result
+def split(data: bytes, cuts: Sequence[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    pieces, last = [], 0
+    for p in [*points, len(data)]:
+        pieces.append(data[last:p])
+        last = p
+    return [p for p in pieces if p]
+
+
+RESPONSES = [
+    OK_RESPONSE,
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;x=1\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n" + b"x" * 3000,
+]
+REQUESTS = [
+    GET,
+    b"GET /a?x=1 HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n",
+    b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world",
+    b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n0\r\n\r\n",
+    b"\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n",
+]
+
+
+def run(
+    loop: asyncio.AbstractEventLoop,
+    requests: list[bytes],
+    responses: list[bytes],
+    client_cuts: Sequence[int],
+    replica_cuts: Sequence[Sequence[int]],
+    pooled: bool,
+) -> tuple[bytes, bytes, list[str], str]:
+    """Every request pipelined (the client stream split at `client_cuts`), then the responses
+    in turn (each split at its cuts); what the client and replicas got, and the outcomes."""
+    r = rig(loop, pooled=pooled)
+    for piece in split(b"".join(requests), client_cuts):
+        r.machine.client_data(piece)
+    for i, response in enumerate(responses):
+        if r.machine.awaits(r.machine.seq):
+            r.connected()
+        for piece in split(response, replica_cuts[i % len(replica_cuts)] if replica_cuts else ()):
+            r.machine.replica_data(piece)
+    return r.client(), r.replica(), r.outcomes(), r.machine.state_name()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    picks=st.lists(st.tuples(st.integers(0, len(REQUESTS) - 1), st.integers(0, len(RESPONSES) - 1)),
+                   min_size=1, max_size=4),
+    client_cuts=st.lists(st.integers(0, 10_000), max_size=12),
+    replica_cuts=st.lists(st.lists(st.integers(0, 10_000), max_size=6), max_size=4),
+    pooled=st.booleans(),
+)
+def test_any_split_gives_the_same_bytes_and_outcomes(
+    loop: asyncio.AbstractEventLoop,
+    picks: list[tuple[int, int]],
+    client_cuts: list[int],
+    replica_cuts: list[list[int]],
+    pooled: bool,
+) -> None:
+    requests = [REQUESTS[i] for i, _ in picks]
+    responses = [RESPONSES[j] for _, j in picks]
+    whole = run(loop, requests, responses, (), (), pooled)
+    assert whole[2] == ["OK"] * len(picks), whole
+    assert whole[0] == b"".join(responses)
+    assert whole[3] == "IDLE/RESP_NONE"
+    assert run(loop, requests, responses, client_cuts, replica_cuts, pooled) == whole
+
+
+@settings(max_examples=200, deadline=None)
+@given(cuts=st.lists(st.integers(0, 10_000), max_size=10))
+def test_a_close_delimited_response_in_any_split(
+    loop: asyncio.AbstractEventLoop, cuts: list[int]
+) -> None:
+    # A body that ends when the replica closes: relayed as it came, then the client closes.
+    response = b"HTTP/1.1 200 OK\r\n\r\n" + b"abcdefgh" * 50
+    results = []
+    for c in ((), cuts):
+        r = rig(loop)
+        r.machine.client_data(GET)
+        for piece in split(response, c):
+            r.machine.replica_data(piece)
+        r.machine.replica_lost()
+        results.append((r.client(), r.outcomes(), r.port.closed))
+    assert results[0] == results[1]
+    assert results[0][1] == ["OK"] and results[0][2]
+    assert results[0][0].endswith(b"abcdefgh" * 50)
+
+
+# ------------------------------------------------------------------ a test per row
+def test_ok(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop)
+    r.machine.client_data(GET)
+    assert r.replica().startswith(b"GET /home HTTP/1.1\r\n")
+    r.machine.replica_data(OK_RESPONSE)
+    assert r.client() == OK_RESPONSE
+    assert r.outcomes() == ["OK"] and r.log.codes() == ["-"]
+    assert r.port.events[-1] == "release keep" and not r.port.closed
+    assert r.machine.state_name() == "IDLE/RESP_NONE"
+    assert sum(u.status_counts[200] for u in r.upstreams.values()) == 1
+    assert all(u.active == 0 for u in r.upstreams.values())
+
+
+def test_refused(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop)
+    r.machine.client_data(b"GET /two HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" + GET)
+    assert r.client().startswith(b"HTTP/1.1 400 ") and b"Connection: close" in r.client()
+    assert r.replica() == b"" and r.port.closed
+    assert r.outcomes() == ["REFUSED"] and r.log.codes() == ["refused"]
+    assert r.server.refused == 1
+
+
+def test_a_bad_chunk_in_an_upload_is_refused_and_the_replica_connection_closed(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    r = rig(loop)
+    r.machine.client_data(b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n")
+    r.machine.client_data(b"zz\r\n")
+    assert r.client().startswith(b"HTTP/1.1 400 ") and r.port.closed
+    assert r.outcomes() == ["REFUSED"] and "release close" in r.port.events
+
+
+def test_timeout(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop)
+    r.machine.client_data(b"GET /home HTTP/1.1\r\nHo")  # (the shell set the first deadline)
+    r.machine.deadline_passed()
+    assert r.client().startswith(b"HTTP/1.1 408 ") and r.port.closed
+    assert r.outcomes() == ["TIMEOUT"] and r.log.codes() == ["timeout"]
+
+
+def test_an_idle_connection_closes_quietly_at_its_deadline(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    r = rig(loop)
+    r.machine.deadline_passed()
+    assert r.port.closed and r.client() == b"" and r.outcomes() == [] and r.log.lines == []
+
+
+def test_bad_path_keeps_the_connection_and_serves_what_follows(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    r = rig(loop, paths=("/home",))
+    r.machine.client_data(b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n" + GET)
+    assert r.client().startswith(b"HTTP/1.1 400 ") and b"Connection: close" not in r.client()
+    r.machine.replica_data(OK_RESPONSE)
+    assert r.client().endswith(OK_RESPONSE) and not r.port.closed
+    assert r.outcomes() == ["BAD_PATH", "OK"] and r.log.codes() == ["bad-path", "-"]
+    assert r.server.rejected == 1 and r.server.own_responses == {400: 1}
+    assert r.log.lines[0].split()[3] == b"-"
+
+
+def test_bad_path_with_a_body_closes(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop, paths=("/home",))
+    r.machine.client_data(b"POST /nope HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+    assert r.client().startswith(b"HTTP/1.1 400 ") and b"Connection: close" in r.client()
+    assert r.port.closed
+
+
+def test_not_admin(loop: asyncio.AbstractEventLoop) -> None:
+    async def handler(request: LocalRequest) -> bytes:
+        return b""
+
+    r = rig(loop, local={b"/rep": handler}, forward=False)
+    r.machine.client_data(b"GET /home HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert r.client().startswith(b"HTTP/1.1 404 ") and not r.port.closed
+    assert r.outcomes() == ["NOT_ADMIN"] and r.log.codes() == ["not-admin"]
+    assert r.server.own_responses == {404: 1}
+
+
+def test_no_route_answers_every_pipelined_request(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop, routed=False)
+    r.machine.client_data(GET * 3)
+    assert r.client().count(b"HTTP/1.1 503 ") == 3 and not r.port.closed
+    assert r.outcomes() == ["NO_ROUTE"] * 3 and r.log.codes() == ["no-route"] * 3
+    assert r.server.own_responses == {503: 3}
+
+
+def test_no_replica_answers_every_pipelined_request(loop: asyncio.AbstractEventLoop) -> None:
+    # Every replica down by its heartbeats: the candidates are walked past, none is tried.
+    r = rig(loop)
+    for upstream in r.upstreams.values():
+        upstream.up = False
+    r.machine.client_data(GET * 2)
+    assert r.client().count(b"HTTP/1.1 503 ") == 2 and not r.port.closed
+    assert r.outcomes() == ["NO_REPLICA"] * 2 and r.log.codes() == ["no-replica"] * 2
+    assert r.port.replica == [] and r.suspects == []
+
+
+def test_own_limit(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop, pooled=False)
+    r.machine.client_data(GET)
+    r.machine.connect_failed(r.machine.seq, True)
+    assert r.client().startswith(b"HTTP/1.1 503 ") and b"ulimit -n" in r.client()
+    assert r.outcomes() == ["OWN_LIMIT"] and r.log.codes() == ["fd-limit"]
+    assert r.suspects == [] and r.port.connects == 1 and not r.port.closed
+
+
+def test_connect_failed_goes_to_the_next_candidate(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop, pooled=False)
+    r.machine.client_data(GET)
+    first = r.on()
+    r.machine.connect_failed(r.machine.seq, False)
+    second = r.on()
+    assert second is not first and r.suspects == [first.name] and first.failures == 1
+    assert r.port.connects == 2 and r.port.outcomes == [] and r.server.retries == 1
+    r.connected()
+    r.machine.replica_data(OK_RESPONSE)
+    assert r.client() == OK_RESPONSE and r.outcomes() == ["OK"]
+    assert first.active == 0 and second.active == 0
+
+
+def test_a_connect_reported_late_is_ignored(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop, pooled=False)
+    r.machine.client_data(GET)
+    seq = r.machine.seq
+    r.machine.deadline_passed()  # 504: that exchange is over
+    assert not r.machine.awaits(seq)
+    r.machine.connect_failed(seq, False)
+    assert r.outcomes() == ["HEAD_TIMEOUT"] and r.suspects == []
+
+
+def test_stale_reused_is_sent_again_on_a_fresh_connection(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    r = rig(loop)
+    r.machine.client_data(GET)
+    first = r.on()
+    r.machine.replica_lost()  # the pooled connection had been closed while it idled
+    assert r.on() is first and r.port.connects == 1 and first.retries == 1
+    assert r.suspects == [] and r.port.outcomes == []
+    r.connected()
+    assert len(r.port.replica) == 2 and r.port.replica[0] == r.port.replica[1]
+    r.machine.replica_data(OK_RESPONSE)
+    assert r.client() == OK_RESPONSE and r.outcomes() == ["OK"]
+
+
+def test_reset_retry_goes_to_the_next_candidate(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop, pooled=False)
+    r.machine.client_data(GET)
+    r.connected()
+    first = r.on()
+    r.machine.replica_lost()  # a fresh connection died unanswered
+    assert r.on() is not first and r.suspects == [first.name] and first.failures == 1
+    r.connected()
+    r.machine.replica_data(OK_RESPONSE)
+    assert r.outcomes() == ["OK"]
+
+
+def test_reset_of_a_request_that_may_not_be_sent_again(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop)
+    r.machine.client_data(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi" + GET)
+    first = r.on()
+    r.machine.replica_lost()
+    assert r.client().startswith(b"HTTP/1.1 502 ") and b"Connection: close" not in r.client()
+    assert r.suspects == [first.name] and first.failures == 1 and first.status_counts[502] == 1
+    assert r.outcomes() == ["RESET"] and r.log.codes()[0] == "replica-reset"
+    r.machine.replica_data(OK_RESPONSE)  # the pipelined GET is served next
+    assert r.outcomes() == ["RESET", "OK"]
+
+
+def test_bad_head(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop)
+    r.machine.client_data(GET)
+    upstream = r.on()
+    r.machine.replica_data(b"HTTP/1.1 2x0 OK\r\n\r\n")
+    assert r.client().startswith(b"HTTP/1.1 502 ") and not r.port.closed
+    assert r.outcomes() == ["BAD_HEAD"] and r.log.codes() == ["bad-response"]
+    assert upstream.failures == 1 and "release close" in r.port.events
+
+
+def test_head_timeout(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop)
+    r.machine.client_data(GET)
+    upstream = r.on()
+    r.machine.deadline_passed()
+    assert r.client().startswith(b"HTTP/1.1 504 ") and not r.port.closed
+    assert r.outcomes() == ["HEAD_TIMEOUT"] and upstream.status_counts[504] == 1
+
+
+def test_bad_chunk(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop)
+    r.machine.client_data(GET)
+    upstream = r.on()
+    r.machine.replica_data(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    r.machine.replica_data(b"zz\r\n")
+    assert r.client().endswith(b"hello\r\n") and r.port.closed
+    assert r.outcomes() == ["BAD_CHUNK"] and r.log.codes() == ["bad-chunk"]
+    assert r.log.lines[0].split()[4] == b"200" and upstream.failures == 1
+
+
+def test_cut(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop)
+    r.machine.client_data(GET)
+    r.machine.replica_data(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+    r.machine.replica_lost()
+    assert r.client().endswith(b"short") and r.port.closed
+    assert r.outcomes() == ["CUT"] and r.log.codes() == ["replica-closed"]
+
+
+def test_response_stalled(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop)
+    r.machine.client_data(GET)
+    r.machine.replica_data(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+    r.machine.deadline_passed()
+    assert r.port.closed and r.outcomes() == ["RESPONSE_STALLED"]
+    assert r.log.codes() == ["response-stalled"]
+
+
+def test_body_stalled(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop, pooled=False)
+    r.machine.client_data(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+    assert r.machine.pending == [b"abc"]
+    r.machine.deadline_passed()
+    assert r.port.closed and r.client() == b"" and r.outcomes() == ["BODY_STALLED"]
+    assert r.log.codes() == ["body-stalled"]
+
+
+def test_client_abort(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop)
+    r.machine.client_data(GET)
+    upstream = r.on()
+    r.machine.client_lost()
+    assert r.outcomes() == ["CLIENT_ABORT"] and r.log.codes() == ["client-aborted"]
+    assert r.port.events[-1] == "release close" and upstream.active == 0
+    assert r.machine.state_name() == "CLOSED/RESP_NONE"
+
+
+def local_rig(loop: asyncio.AbstractEventLoop) -> Rig:
+    async def handler(request: LocalRequest) -> bytes:
+        return b""
+
+    return rig(loop, local={b"/add": handler})
+
+
+def test_local_ok_then_the_pipelined_request(loop: asyncio.AbstractEventLoop) -> None:
+    r = local_rig(loop)
+    r.machine.client_data(b"POST /add HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}" + GET)
+    assert r.port.events == ["local b'{}'"]
+    r.machine.local_done(r.machine.seq, OK_RESPONSE)
+    assert r.client() == OK_RESPONSE
+    r.machine.replica_data(OK_RESPONSE)
+    assert r.outcomes() == ["OK", "OK"] and r.client() == OK_RESPONSE * 2
+
+
+def test_local_answer_reaches_a_client_that_half_closed(loop: asyncio.AbstractEventLoop) -> None:
+    r = local_rig(loop)
+    r.machine.client_data(b"POST /add HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}")
+    assert r.machine.client_eof()  # the connection stays open for the answer
+    r.machine.local_done(r.machine.seq, OK_RESPONSE)
+    assert r.client() == OK_RESPONSE and r.port.closed
+
+
+@pytest.mark.parametrize(("cancelled", "name", "status"), [(False, "LOCAL_FAILED", b"500"),
+                                                           (True, "LOCAL_CANCELLED", b"503")])
+def test_local_failed(
+    loop: asyncio.AbstractEventLoop, cancelled: bool, name: str, status: bytes
+) -> None:
+    r = local_rig(loop)
+    r.machine.client_data(b"POST /add HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+    r.machine.local_failed(r.machine.seq, cancelled, "boom")
+    assert r.client().startswith(b"HTTP/1.1 " + status) and r.port.closed
+    assert r.outcomes() == [name]
+
+
+# ------------------------------------------------------------------ joint rules
+def test_a_half_closed_client_gets_every_answer_then_the_close(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    r = rig(loop)
+    r.machine.client_data(GET * 2)
+    assert r.machine.client_eof()
+    r.machine.replica_data(OK_RESPONSE)
+    assert not r.port.closed
+    r.machine.replica_data(OK_RESPONSE)
+    # The last answer says it is the last: nothing can follow it.
+    assert r.client().startswith(OK_RESPONSE) and r.client().count(b"hello") == 2
+    assert r.client()[len(OK_RESPONSE) :].endswith(b"Connection: close\r\n\r\nhello")
+    assert r.port.closed and r.outcomes() == ["OK", "OK"]
+
+
+def test_an_early_response_finishes_both_sides_closed(loop: asyncio.AbstractEventLoop) -> None:
+    # h11's rule: the connection is reused only when both sides are done.
+    r = rig(loop)
+    r.machine.client_data(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc")
+    r.machine.replica_data(OK_RESPONSE)
+    assert r.client() == OK_RESPONSE and r.outcomes() == ["OK"]
+    assert r.port.events[-2:] == ["release close", "close"]
+
+
+def test_exchange_pauses_end_with_the_exchange(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop)
+    r.machine.client_data(GET)
+    r.port.pause(ex.P_BACKEND | ex.P_PENDING)
+    r.machine.replica_data(OK_RESPONSE)
+    assert r.port.pauses == 0
+
+
+def test_the_table_names_every_outcome() -> None:
+    names = [row[0] for row in ex.OUTCOMES]
+    assert [getattr(ex, name) for name in names] == list(range(len(names)))
+    codes = [row[1] for row in ex.OUTCOMES]
+    assert len(set(codes)) == len(codes) and all(b" " not in c for c in codes)
+    doc = source_path("fastlb.proxy.exchange").read_text()  # compiled, __doc__ is gone
+    for name, code in zip(names, codes, strict=True):
+        assert f"{name} " in doc and code.decode() in doc, name

@@ -62,7 +62,7 @@ typecheck: setup
 # The whole suite on the compiled data path, then the data path's own tests from source.
 unit: compile
 	$(PY) -m pytest -q
-	FASTLB_PURE=1 $(PY) -m pytest -q tests/test_proxy.py tests/test_parsers.py \
+	FASTLB_PURE=1 $(PY) -m pytest -q tests/test_proxy.py tests/test_exchange.py tests/test_parsers.py \
 	  tests/test_response.py tests/test_native.py tests/test_outbox.py
 
 test: lint typecheck unit

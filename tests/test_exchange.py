@@ -516,3 +516,48 @@ def test_the_table_names_every_outcome() -> None:
     doc = source_path("fastlb.proxy.exchange").read_text()  # compiled, __doc__ is gone
     for name, code in zip(names, codes, strict=True):
         assert f"{name} " in doc and code.decode() in doc, name
+
+
+# ---------------------------------------------------------------- found by the fuzzer, kept
+@pytest.mark.parametrize("routed", [False, True], ids=["no-route", "bad-path"])
+def test_own_answers_to_deep_pipelines_loop_not_recurse(
+    loop: asyncio.AbstractEventLoop, routed: bool
+) -> None:
+    # Each own answer used to read the next pipelined request from inside the last one's
+    # ending: 20,000 of them raised RecursionError from source and overflowed the C stack
+    # compiled. Now they are read in one loop, and the request after them is relayed.
+    r = rig(loop, routed=routed, paths=("/home",) if routed else ())
+    own = b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n"
+    r.machine.client_data(own * 20_000 + GET)
+    status = b"HTTP/1.1 400 " if routed else b"HTTP/1.1 503 "
+    assert r.client().count(status) == (20_000 if routed else 20_001)
+    assert not r.port.closed
+    if routed:
+        assert r.replica().startswith(b"GET /home ")
+        r.machine.replica_data(OK_RESPONSE)
+        assert r.client().endswith(OK_RESPONSE) and r.outcomes()[-1] == "OK"
+
+
+def test_a_deep_pipeline_behind_a_relayed_request_then_the_half_close(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    # The pipelined requests wait behind the relayed one, the client half-closes, and every
+    # one is answered in the loop once the response is in, then the connection closes.
+    r = rig(loop, paths=("/home",))
+    r.machine.client_data(GET + b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n" * 5_000)
+    assert r.machine.client_eof() is True and not r.port.closed
+    r.machine.replica_data(OK_RESPONSE)
+    assert r.client().startswith(OK_RESPONSE)
+    assert r.client().count(b"HTTP/1.1 400 ") == 5_000 and r.port.closed
+
+
+def test_bad_chunk_in_the_read_with_the_head_is_a_502(loop: asyncio.AbstractEventLoop) -> None:
+    # Nothing of the response went out: the client is told, not cut.
+    r = rig(loop)
+    r.machine.client_data(GET)
+    upstream = r.on()
+    r.machine.replica_data(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    assert r.client().startswith(b"HTTP/1.1 502 ") and r.port.closed
+    assert r.outcomes() == ["BAD_CHUNK"] and r.log.codes() == ["bad-chunk"]
+    assert upstream.failures == 1
+    assert upstream.status_counts[200] == 0 and upstream.status_counts[502] == 1

@@ -287,6 +287,32 @@ def test_pipelined_requests_behind_a_503_are_each_answered(
     assert data.count(b"HTTP/1.1 503 ") == 4, data
 
 
+def test_thousands_of_pipelined_requests_behind_own_answers(
+    start_fastlb: StartFastlb, echo: Backend, parser: str
+) -> None:
+    # Found by bench.fuzz: each own answer read the next pipelined request from inside the
+    # last one's ending, and 20,000 of them overflowed the stack (a RecursionError from source,
+    # a segfault compiled). Sent from a thread while this one reads: fastlb stops reading a
+    # client that does not read its answers.
+    cfg = static_config(0, [("echo", echo.port)], http=parser, paths=["/home"])
+    lb = start_fastlb(cfg.replace(":0", ":{port}"))
+    batch = b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n" * 20_000
+    batch += b"GET /home HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", lb.port), timeout=30) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(batch,), daemon=True)
+        sender.start()
+        chunks = []
+        while chunk := sock.recv(1 << 16):
+            chunks.append(chunk)
+        sender.join(10)
+    data = b"".join(chunks)
+    assert data.count(b"HTTP/1.1 400 ") == 20_000
+    assert data.rsplit(b"HTTP/1.1 ", 1)[1].startswith(b"200 OK")
+    assert lb.proc.poll() is None
+    reached = forwarded(echo)
+    assert len(reached) == 1 and reached[0].startswith("GET /home "), reached
+
+
 @pytest.fixture
 def quirky() -> Iterator[Callable[[bytes | None], int]]:
     """A replica (in a thread, on a real socket) that answers /heartbeat, so that it is routed,

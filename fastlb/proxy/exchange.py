@@ -65,7 +65,7 @@ termination state, in words); an exchange that ended cleanly shows "-".
     RESET            replica-reset     502                keep*  -              yes     failures
     BAD_HEAD         bad-response      502                keep*  -              -       failures
     HEAD_TIMEOUT     replica-timeout   504                keep*  -              -       failures
-    BAD_CHUNK        bad-chunk         cut                close  -              -       failures
+    BAD_CHUNK        bad-chunk         cut (502†)         close  -              -       failures
     CUT              replica-closed    cut                close  -              -       failures
     RESPONSE_STALLED response-stalled  cut                close  -              -       failures
     BODY_STALLED     body-stalled      cut                close  -              -       failures
@@ -78,7 +78,8 @@ request is sent again (RESET_RETRY only for an idempotent bodiless request, RFC 
 when no candidate is left the exchange ends as NO_REPLICA. RESET is a reset before the head of
 a request that may not be sent again. "own": fastlb's own responses by status
 (`ProxyServer.own_responses`), "failures": the replica's `Upstream.failures` (and its status
-count for a 502/504), "refused"/"rejected": the listener's counters.
+count for a 502/504), "refused"/"rejected": the listener's counters. †: a bad chunk in the
+same read as the response head, which has not gone out yet, is answered 502 rather than cut.
 """
 
 from __future__ import annotations
@@ -363,6 +364,7 @@ class Exchange:
         "out_head",
         "pending",
         "pending_bytes",
+        "pipelining",
         "port",
         "reader",
         "req",
@@ -401,6 +403,8 @@ class Exchange:
         #: Counts exchanges: a connect or an admin handler reports with the seq it began at,
         #: and is ignored if its exchange is over.
         self.seq = 0
+        #: `_next_request` is reading pipelined requests further up the stack (see there).
+        self.pipelining = False
         # The exchange's part (reset by `_reset`).
         self.head: RequestHead | None = None
         self.route: Route[Upstream] | None = None
@@ -958,7 +962,18 @@ class Exchange:
             try:
                 stop = self.resp_framer.feed(data, start)
             except HttpError as exc:
-                self._finish(BAD_CHUNK, f"replica sent a bad chunked body: {exc.message}")
+                message = f"replica sent a bad chunked body: {exc.message}"
+                if start:
+                    # The head came in this same read and has not gone out: the client can
+                    # still be told (502) rather than cut, and the replica's status it will
+                    # never see is not counted as served.
+                    upstream = self.upstream
+                    if upstream is not None:
+                        upstream.status_counts[self.resp_status] -= 1
+                    self.resp = RESP_HEAD
+                    self._finish(BAD_CHUNK, message, 502)
+                else:
+                    self._finish(BAD_CHUNK, message)
                 return
             if stop >= 0:
                 end, done = stop, True
@@ -1034,10 +1049,25 @@ class Exchange:
             # are being read now, and P_BACKEND / P_PENDING referred to a replica connection
             # it no longer holds (its drain would never reach this client again).
             port.resume(P_PIPELINE | P_BACKEND | P_PENDING)
-        rest = self.buf
-        if rest:
-            self.buf = b""
-            self._read_head(rest)
+        if self.pipelining:
+            # An own answer to a pipelined request, given while the loop below reads it: that
+            # loop reads the next one. Calling `_read_head` from here would recurse once per
+            # pipelined request, and 20,000 of them behind own answers (404s, 503s) overflow
+            # the stack (RecursionError from source, a segfault compiled).
+            return
+        self.pipelining = True
+        try:
+            while self.buf:
+                rest = self.buf
+                self.buf = b""
+                seq = self.seq
+                self._read_head(rest)
+                if self.seq == seq or self.req != IDLE:
+                    # A partial head (kept in buf), a refusal (closed), or an exchange that
+                    # goes on: nothing more to read now.
+                    break
+        finally:
+            self.pipelining = False
         if self.eof and self.req == IDLE:
             self._close()  # half-closed, and what it sent last is no whole request head
 

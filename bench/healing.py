@@ -5,7 +5,8 @@
 Runs a balancer in this process on real child replicas, and for each trial kills one replica
 (SIGKILL: the process is gone) or freezes it (SIGSTOP: a hung process that still accepts
 connections). It reports, per trial, the time from the signal to the replica leaving the
-routing table (detection) and to its replacement answering /home through the balancer.
+routing (detection: its `Upstream.up` cleared, read when a request picks it) and to its
+replacement answering /home through the balancer.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ POLL = 0.001
 class Trial:
     how: str
     replica: str
-    detected: float  # seconds from the signal to leaving the table
+    detected: float  # seconds from the signal to the data path passing it over
     serving: float  # seconds from the signal to the replacement answering through the proxy
 
 
@@ -78,12 +79,14 @@ async def trial(
     await asyncio.get_running_loop().run_in_executor(None, send, balancer, name, sig)
     detected = serving = 0.0
     while time.monotonic() - started < 30:
-        route = server.route
-        in_table = route is not None and name in route.table.names
-        if not detected and not in_table:
+        # Detection: the data path is told to pass the replica over (health is read when a
+        # request picks it; its name stays in the table, which is not rebuilt).
+        upstream = member.upstream
+        picked = upstream is not None and upstream.up
+        if not detected and not picked:
             detected = time.monotonic() - started
-        if detected and member.restarts > restarts and in_table:
-            # The name is back in the table on a new process: prove it serves.
+        if detected and member.restarts > restarts and picked:
+            # Up again on a new process: prove it serves its keys.
             key = _key_for(balancer, name)
             if await _home_from_key(port, key, name):
                 serving = time.monotonic() - started

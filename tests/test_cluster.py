@@ -6,6 +6,7 @@ mechanism misses. `python -m bench.healing` measures the same thing for the reco
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -290,3 +291,115 @@ def test_a_static_replica_that_fails_is_down_not_replaced(tmp_path: Path) -> Non
     kinds = {event.split()[0] for event in events}
     assert not kinds & {"replaced", "crash-loop", "restart-failed"}, events
     assert events[-1] == "up Far" and restarts == 0
+
+
+# ------------------------------------------------------------- health read at the pick
+class Flappy:
+    """A replica on a real socket in the test's own loop, whose heartbeat answers 200 or 503
+    as the test says (`healthy`); every other request is answered 200 with its name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.healthy = True
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                beat = head.startswith(b"GET /heartbeat ")
+                status = b"503 Unavailable" if beat and not self.healthy else b"200 OK"
+                writer.write(
+                    b"HTTP/1.1 " + status + b"\r\nX-Served-By: " + self.name.encode()
+                    + b"\r\nContent-Length: 0\r\n\r\n"
+                )
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def served_by(port: int, keys: list[bytes]) -> list[str]:
+    """Who served each key, through the balancer (one kept-alive connection)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    seen = []
+    try:
+        for key in keys:
+            writer.write(b"GET /home HTTP/1.1\r\nHost: t\r\nX-Request-ID: " + key + b"\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            seen.append(head.split(b"X-Served-By: ", 1)[1].split(b"\r\n", 1)[0].decode())
+    finally:
+        writer.close()
+    return seen
+
+
+def test_a_health_flap_moves_only_that_replicas_keys_and_builds_no_table() -> None:
+    # Pingora's model: the table lists members, health is read when a request picks one. A
+    # flap of one replica of ten moves its keys only (to their next candidates, and back
+    # after), and a hundred flaps build no table.
+    import asyncio
+
+    health = HealthConfig(interval=0.01, timeout=0.5, rise=1, fall=1, replace_after=60)
+    keys = [b"%d" % i for i in range(100_000, 102_000)]
+
+    async def scenario() -> tuple[int, int, int, list[str], list[str], list[str]]:
+        replicas = [Flappy(f"R{i}") for i in range(10)]
+        ports = [await r.start() for r in replicas]
+        config = Config(
+            proxy=ProxyConfig(port=0),
+            health=health,
+            replicas=ReplicasConfig(
+                provider="static",
+                count=10,
+                names=tuple(r.name for r in replicas),
+                static=tuple(
+                    ReplicaSpec(r.name, "127.0.0.1", p) for r, p in zip(replicas, ports, strict=True)
+                ),
+            ),
+        )
+        balancer = Balancer(config)
+        await balancer.start()
+        try:
+            cluster, server = balancer.cluster, balancer.server
+            assert server is not None
+            port = server.address[1]
+            builds = cluster.table_builds
+            before = await served_by(port, keys)
+            flappy, member = replicas[3], cluster.members["R3"]
+            flappy.healthy = False
+            while member.state != "down":
+                await asyncio.sleep(0.005)
+            during = await served_by(port, keys)
+            flappy.healthy = True
+            while member.state != "up":
+                await asyncio.sleep(0.005)
+            after = await served_by(port, keys)
+            flaps = 0
+            for _ in range(100):
+                for want in ("down", "up"):
+                    flappy.healthy = want == "up"
+                    while member.state != want:
+                        await asyncio.sleep(0.002)
+                flaps += 1
+            return builds, cluster.table_builds, flaps, before, during, after
+        finally:
+            await balancer.stop()
+            for r in replicas:
+                r.close()
+
+    builds, builds_after, flaps, before, during, after = uvloop.run(scenario())
+    moved = [(b, d) for b, d in zip(before, during, strict=True) if b != d]
+    assert {b for b, _ in moved} == {"R3"}  # only the flapping replica's keys moved
+    assert len(moved) == before.count("R3") and "R3" not in during
+    assert 0.05 < len(moved) / len(keys) < 0.15  # its share of ten (Maglev: even)
+    assert after == before  # they came back to it
+    assert flaps == 100 and builds_after == builds == 1

@@ -1,11 +1,13 @@
-"""The controller: keeps N replicas, knows their health, and swaps in a new routing table when
-the set of replicas that can take requests changes.
+"""The controller: keeps N replicas, knows their health, and publishes the route the proxy
+reads.
 
 Everything runs on the event loop. Signals arrive from three directions (heartbeat tasks, the
 provider's exit notices, the data path's suspicion) and all end the same way: the member's
-state changes, `publish()` builds a table from the routable members off the loop and swaps it
-in whole, and a member that stays down is replaced (with its own name by default, so its keys
-come back to it).
+state changes, `Upstream.up` says so to the data path at once (read when a request picks the
+replica, Pingora's model), and a member that stays down is replaced (with its own name by
+default, so its keys come back to it). The table is a function of the members' names and
+weights only: `publish()` rebuilds it, off the loop, only when those change, and otherwise
+keeps it or swaps in the upstreams of a replacement (fastlb.control.routeplan).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from fastlb.config import Config
 from fastlb.control.api import ControlError, ReplicaInfo
 from fastlb.control.health import DOWN, STARTING, UP, Health
+from fastlb.control.routeplan import CLEAR, REBUILD, SWAP, Membership, plan_route
 from fastlb.control.tables import TableBuilder
 from fastlb.errors import FastlbError
 from fastlb.limits import REPLICA_NAME_RULE, WEIGHT_RULE, is_replica_name, is_weight
@@ -91,7 +94,13 @@ class Member:
         self.last_failure = ""  # the last restart failure logged (a repeat is not logged)
 
     @property
+    def in_table(self) -> bool:
+        """Whether the table lists it: from its first start until it is removed, up or not."""
+        return self.upstream is not None and not self.stopping
+
+    @property
     def routable(self) -> bool:
+        """Whether a request may pick it now (what `Upstream.up` tells the data path)."""
         return (
             self.upstream is not None
             and self.health.up
@@ -138,6 +147,10 @@ class Cluster:
         self._publish_lock = asyncio.Lock()
         self._wanted = 0
         self._built = 0
+        #: The membership the table in place was built from (None: no route).
+        self._membership: Membership | None = None
+        #: Tables built since start (a health flap must build none: tests count them).
+        self.table_builds = 0
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._weights = dict(config.replicas.weights)
@@ -182,36 +195,63 @@ class Cluster:
         await self.provider.close()
 
     # --------------------------------------------------------------------- tables
-    def _routable(self) -> tuple[list[tuple[str, int]], dict[str, Upstream]]:
-        members = [m for m in self.members.values() if m.routable]
-        upstreams = {m.name: m.upstream for m in members if m.upstream is not None}
-        return [(m.name, m.weight) for m in members], upstreams
+    def _mark(self) -> None:
+        """Tell the data path, at once, which replicas a request may pick: `Upstream.up` is
+        read at every pick, so a health change needs no table and moves no other key."""
+        for member in self.members.values():
+            if member.upstream is not None:
+                member.upstream.up = member.routable
+
+    def _in_table(self) -> list[tuple[str, int, Upstream]]:
+        return [
+            (m.name, m.weight, m.upstream)
+            for m in self.members.values()
+            if m.in_table and m.upstream is not None
+        ]
 
     def _route_now(self) -> Route[Upstream] | None:
-        members, upstreams = self._routable()
-        if not members:
+        """The first route, built inline (before the listener opens)."""
+        self._mark()
+        plan = plan_route(None, None, self._in_table())
+        if plan.action != REBUILD:
             return None
-        return Route.build(self.tables.build_now(members), upstreams)
+        self.table_builds += 1
+        self._membership = plan.members
+        return Route.build(self.tables.build_now(plan.members), plan.upstreams)
 
     async def publish(self) -> None:
-        """Swap in a table built from the members routable now. Concurrent calls coalesce: a
-        caller returns once a table at least as new as its own request is in place."""
+        """Bring the route in line with the members: rebuild the table only if their names or
+        weights changed, swap the upstreams of a replacement, else keep it. Concurrent calls
+        coalesce: a caller returns once a route at least as new as its own request is in place."""
+        self._mark()
         self._wanted += 1
         wanted = self._wanted
         async with self._publish_lock:
             if self._built >= wanted:
                 return
             generation = self._wanted
-            members, upstreams = self._routable()
-            route = None
-            if members:
-                table = await self.tables.build(members)
-                route = Route.build(table, upstreams)
-            if self.server is not None:
+            self._mark()
+            current = self.server.route if self.server is not None else None
+            plan = plan_route(self._membership, current, self._in_table())
+            route = current
+            if plan.action == REBUILD:
+                table = await self.tables.build(plan.members)
+                self.table_builds += 1
+                # Built from the members as they were asked for; one that left meanwhile is
+                # still listed, down, until the next publish (queued by whatever removed it).
+                route = Route.build(table, plan.upstreams)
+                self._membership = plan.members
+            elif plan.action == SWAP and current is not None:
+                route = Route(current.table, tuple(plan.upstreams[n] for n in current.table.names))
+            elif plan.action == CLEAR:
+                route = None
+                self._membership = None
+            if self.server is not None and route is not current:
                 self.server.set_route(route)
             self._built = generation
 
     def _publish_soon(self) -> None:
+        self._mark()
         self._spawn(self.publish())
 
     # ------------------------------------------------------------------- members
@@ -235,6 +275,7 @@ class Cluster:
             member.health.started()
         # else (static): `start` only named it; it stays `starting`, unrouted, until its
         # first good heartbeat (_first_heartbeats, then the probe loop).
+        upstream.up = member.routable
         if self.server is not None:
             self._watch(member)
 
@@ -587,6 +628,7 @@ class Cluster:
                 if task is not None:
                     task.cancel()
             del self.members[member.name]
+        await self.publish()  # the names changed: a new table without them
         await asyncio.gather(*(self.provider.stop(m.name) for m in members))
         for member in members:
             if member.upstream is not None:

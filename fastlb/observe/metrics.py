@@ -261,6 +261,13 @@ class FastlbCollector(Collector):
         )
 
         yield CounterMetricFamily(
+            "fastlb_table_builds",
+            "Routing tables built: at start and when replica names or weights change, never "
+            "for a health change (health is read when a request picks a replica).",
+            value=cluster.table_builds,
+        )
+
+        yield CounterMetricFamily(
             "fastlb_client_requests",
             "Request heads fastlb received and dispatched, to a replica or answered itself "
             "(admin routes and this page included).",

@@ -15,6 +15,7 @@ the key. So every message has the same shape without any check repeating it.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import ipaddress
@@ -94,6 +95,12 @@ class RoutingConfig:
     maglev_size: int = MAGLEV_SIZE
     classic_probe: str = CLASSIC_PROBES[0]  # one of CLASSIC_PROBES
     classic_hash: str = "spec"  # a name registered in fastlb.hashing
+    # (name, label) of the replicas the ketama table hashes by a label, not by their name: for
+    # provider = "static" each entry's address as written ("127.0.0.1:8001"), which is what
+    # nginx's `hash ... consistent` hashes for a `server` line of the same address. Not a key
+    # of the file: derived from [[replicas.static]]. Other providers' replicas (started by
+    # fastlb, reached at ports it picks) are hashed by name.
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,7 @@ class ReplicaSpec:
     host: str = "127.0.0.1"
     port: int = 0  # 0: the provider picks a free port
     weight: int = 1
+    address: str = ""  # provider = "static": the address as written (the ketama label)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +230,7 @@ def parse(text: str, source: str = "lb.toml") -> Config:
     admin = _read_admin(admin_table, replicas)
     health = _read_health(health_table)
     _check_maglev_size(routing_table, routing, replicas)
+    routing = _with_labels(source, routing, replicas)
     return Config(
         proxy=proxy,
         routing=routing,
@@ -1195,8 +1204,14 @@ def _read_static_entry(entry: _Table) -> ReplicaSpec:
     why = "every [[replicas.static]] entry needs a name and an address"
     name = entry.require("name", _replica_name, why)
     host, port = entry.require("address", _address, why)
+    written = entry.data["address"]
+    assert isinstance(written, str)  # _address accepted it
     return ReplicaSpec(
-        name=name, host=host, port=port, weight=entry.get("weight", _weight_value, 1)
+        name=name,
+        host=host,
+        port=port,
+        weight=entry.get("weight", _weight_value, 1),
+        address=written,
     )
 
 
@@ -1209,6 +1224,26 @@ def _check_maglev_size(table: _Table, routing: RoutingConfig, replicas: Replicas
             "maglev_size",
             f"expected at least one slot per replica ({replicas.count}), got {routing.maglev_size}",
         )
+
+
+def _with_labels(source: str, routing: RoutingConfig, replicas: ReplicasConfig) -> RoutingConfig:
+    """`routing` with the static replicas' addresses as their ketama labels. With table =
+    "ketama", two entries of the same address would have the same points, so one of them would
+    serve no key: refused, naming the second entry."""
+    if replicas.provider != "static":
+        return routing
+    labels = tuple((spec.name, spec.address) for spec in replicas.static)
+    if routing.table == "ketama":
+        addresses = [label for _, label in labels]
+        duplicate = _first_duplicate(addresses)
+        if duplicate is not None:
+            first = addresses.index(addresses[duplicate]) + 1
+            raise ConfigError(
+                f"{source}: [[replicas.static]] #{duplicate + 1} address: expected unique "
+                f'addresses with [routing] table = "ketama" (it hashes the address, as nginx '
+                f"does), got {_show(addresses[duplicate])} again (already used by #{first})"
+            )
+    return dataclasses.replace(routing, labels=labels)
 
 
 def _read_metrics(table: _Table) -> MetricsConfig:

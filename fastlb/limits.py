@@ -77,7 +77,7 @@ def is_weight(value: object) -> TypeGuard[int]:
 
 # ------------------------------------------------------------------ tables
 #: The routing tables fastlb can build, the default first (fastlb.build.build_table).
-TABLE_KINDS: Final = ("maglev", "classic")
+TABLE_KINDS: Final = ("maglev", "classic", "ketama")
 #: Maglev's table size unless [routing] maglev_size says otherwise: prime, and 100 slots or
 #: more for each of up to 655 replicas (the paper's M >= 100 N).
 MAGLEV_SIZE: Final = 65537

@@ -329,8 +329,9 @@ def test_every_key_is_read() -> None:
     defaults = default()
     for part in PARTS:
         for f in fields(getattr(cfg, part)):
-            # docker here; static is tested below, the local-only keys in test_replica_command.
-            if f.name in ("static", "cwd", "log_dir"):
+            # docker here; static is tested below, the local-only keys in test_replica_command;
+            # routing.labels is no key but the static addresses (test_static_addresses_are_...).
+            if f.name in ("static", "cwd", "log_dir", "labels"):
                 continue
             assert getattr(getattr(cfg, part), f.name) != getattr(getattr(defaults, part), f.name)
 
@@ -418,8 +419,8 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("proxy", "replica_paths[0]", '["/a b"]', 'a path starting with "/" (no spaces)'),
     ("proxy", "replica_paths[0]", "[1]", 'a path starting with "/"'),
     ("proxy", "replica_paths[0]", '[""]', 'a path starting with "/"'),
-    ("routing", "table", '"ring"', '"maglev" or "classic"'),
-    ("routing", "table", '"Maglev"', '"maglev" or "classic"'),
+    ("routing", "table", '"ring"', '"maglev", "classic" or "ketama"'),
+    ("routing", "table", '"Maglev"', '"maglev", "classic" or "ketama"'),
     ("routing", "key", '"user"', "request_id, path, client_ip, header:NAME or cookie:NAME"),
     ("routing", "key", "1", "request_id, path, client_ip, header:NAME or cookie:NAME"),
     ("routing", "key", '"header:"', "a header name"),
@@ -586,7 +587,7 @@ def test_bad_docker_value_names_file_table_and_key(key: str, value: str, expecte
         ),
         (
             '[routing]\ntable = "maglve"\n',
-            'lb.toml: [routing] table: expected "maglev" or "classic", got "maglve" '
+            'lb.toml: [routing] table: expected "maglev", "classic" or "ketama", got "maglve" '
             '(did you mean "maglev"?)',
         ),
         (
@@ -1140,9 +1141,9 @@ def test_static_provider() -> None:
         names=("Server1", "Server2", "db-node.3"),
         weights=(("Server2", 3),),
         static=(
-            ReplicaSpec("Server1", "10.0.0.1", 8001, 1),
-            ReplicaSpec("Server2", "::1", 8002, 3),
-            ReplicaSpec("db-node.3", "replica3.internal", 80, 1),
+            ReplicaSpec("Server1", "10.0.0.1", 8001, 1, "10.0.0.1:8001"),
+            ReplicaSpec("Server2", "::1", 8002, 3, "[::1]:8002"),
+            ReplicaSpec("db-node.3", "replica3.internal", 80, 1, "replica3.internal:80"),
         ),
         start_timeout=20.0,
     )
@@ -1704,3 +1705,39 @@ def test_heartbeat_settings() -> None:
 )
 def test_heartbeat_setting_errors(text: str, message: str) -> None:
     assert error(f"[health]\n{text}\n") == f"lb.toml: [health] {message}"
+
+
+# ------------------------------------------------------------------ table = "ketama"
+def test_static_addresses_are_the_ketama_labels_as_written() -> None:
+    cfg = parse('[routing]\ntable = "ketama"\n' + STATIC)
+    assert cfg.routing.table == "ketama"
+    # As written, brackets and all: nginx hashes the `server` line's address text.
+    assert cfg.routing.labels == (
+        ("Server1", "10.0.0.1:8001"),
+        ("Server2", "[::1]:8002"),
+        ("db-node.3", "replica3.internal:80"),
+    )
+
+
+def test_other_providers_have_no_labels() -> None:
+    # Their replicas are hashed by name (fastlb picks their ports).
+    assert parse('[routing]\ntable = "ketama"\n').routing.labels == ()
+    assert parse('[routing]\ntable = "ketama"\n[replicas]\nprovider = "docker"\n').routing.labels == ()
+
+
+def test_ketama_refuses_two_static_entries_of_one_address() -> None:
+    text = (
+        '[routing]\ntable = "ketama"\n[replicas]\nprovider = "static"\n'
+        '[[replicas.static]]\nname = "a"\naddress = "127.0.0.1:8001"\n'
+        '[[replicas.static]]\nname = "b"\naddress = "127.0.0.1:8002"\n'
+        '[[replicas.static]]\nname = "c"\naddress = "127.0.0.1:8001"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    assert str(info.value) == (
+        'lb.toml: [[replicas.static]] #3 address: expected unique addresses with [routing] '
+        'table = "ketama" (it hashes the address, as nginx does), got "127.0.0.1:8001" again '
+        "(already used by #1)"
+    )
+    # Other tables hash names: the same text is accepted there.
+    assert parse(text.replace('"ketama"', '"maglev"')).replicas.count == 3

@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from fastlb.build import table_info
 from fastlb.config import Config
 from fastlb.control.api import ControlError, ReplicaInfo
 from fastlb.control.health import DOWN, STARTING, UP, Health
@@ -530,6 +531,10 @@ class Cluster:
     def table_shares(self) -> dict[str, float]:
         route = self.server.route if self.server is not None else None
         return route.table.shares() if route is not None else {}
+
+    def table_info(self) -> tuple[str, str] | None:
+        route = self.server.route if self.server is not None else None
+        return table_info(route.table) if route is not None else None
 
     def check_new_names(self, names: list[str]) -> None:
         """ControlError unless every name is valid, unused and the total stays allowed."""

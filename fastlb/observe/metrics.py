@@ -185,6 +185,18 @@ class FastlbCollector(Collector):
             share.add_metric([member.name], shares.get(member.name, 0.0))
         yield share
 
+        table = GaugeMetricFamily(
+            "fastlb_table_info",
+            "The routing table in place: its kind and fingerprint (a hash of its content). "
+            "Balancers with the same fingerprint send every key to the same replica. No "
+            "series while no replica is in the table.",
+            labels=["kind", "fingerprint"],
+        )
+        info = cluster.table_info()
+        if info is not None:
+            table.add_metric(list(info), 1)
+        yield table
+
         backend = GaugeMetricFamily(
             "fastlb_backend_connections",
             "Connections from fastlb to the replica: idle (pooled keep-alive connections "

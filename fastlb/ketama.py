@@ -33,8 +33,13 @@ the keys of one arc. A host name in nginx's `server` line that resolves to sever
 gives several peers under one label, balanced round-robin by nginx; fastlb has one member per
 label and refuses two members with the same label.
 
-Cost: 160 CRC32 calls per unit of weight to build (sub-millisecond for a few replicas); a lookup
-is one CRC32 of the key and a binary search of the sorted points.
+Cost, measured on the development machine (2 vCPUs shared, CPython 3.11; best of 7 builds and
+of 5 passes over 100,000 keys, members "Server1".."ServerN" of weight 1): building takes 0.1,
+0.5 and 6.4 ms for N = 3, 10 and 100 (160 CRC32s per unit of weight, then a sort); a lookup
+(one CRC32, one bucket read, a step or two along the points) takes 76, 78 and 93 ns compiled
+by mypyc, beside Maglev's 79, 80 and 67 ns in the same run (135-150 ns from source). A binary
+search (bisect over an array) took 250-330 ns compiled: bisect reads the array through the
+generic sequence protocol, one new int per probe.
 """
 
 from __future__ import annotations
@@ -99,13 +104,25 @@ class KetamaTable:
     order the members are given in.
     """
 
-    __slots__ = ("_fingerprint", "_hashes", "_owners", "_shares", "labels", "names", "weights")
+    __slots__ = (
+        "_fingerprint",
+        "_hashes",
+        "_owner_at",
+        "_shares",
+        "_shift",
+        "_start",
+        "labels",
+        "names",
+        "weights",
+    )
 
     names: tuple[str, ...]
     weights: tuple[int, ...]
     labels: tuple[str, ...]
-    _hashes: array[int]
-    _owners: array[int]
+    _hashes: list[int]  # the points' hashes, sorted
+    _owner_at: list[int]  # the member of each point, and once more the first's (the wrap)
+    _start: list[int]  # per bucket of hashes (the top bits), the first point at or after it
+    _shift: int  # 32 - the bucket bits
     _shares: dict[str, float] | None
     _fingerprint: str | None
 
@@ -133,19 +150,33 @@ class KetamaTable:
         for index, (label, weight) in enumerate(zip(own, weights, strict=True)):
             points.extend((h, label, index) for h in ketama_points(label, weight))
         points.sort()
-        hashes = array("I")
-        owners = array("H")
+        hashes: list[int] = []
+        owners: list[int] = []
         last = -1
         for h, _, index in points:
             if h != last:
                 hashes.append(h)
                 owners.append(index)
                 last = h
+        # Buckets by the hash's top bits, about one per point: a lookup starts at its bucket's
+        # first point and steps past the few below its hash, instead of a binary search
+        # (measured 2-3x faster compiled: see `lookup`).
+        bits = max(4, min(16, len(hashes).bit_length()))
+        shift = 32 - bits
+        start: list[int] = []
+        i = 0
+        for bucket in range(1 << bits):
+            floor = bucket << shift
+            while i < len(hashes) and hashes[i] < floor:
+                i += 1
+            start.append(i)
         self.names = names
         self.weights = weights
         self.labels = own
         self._hashes = hashes
-        self._owners = owners
+        self._owner_at = [*owners, owners[0]]
+        self._start = start
+        self._shift = shift
         self._shares = None
         self._fingerprint = None
 
@@ -174,26 +205,32 @@ class KetamaTable:
     @property
     def points(self) -> list[tuple[int, int]]:
         """(hash, member index) of every point, sorted by hash: for tests and analysis."""
-        return list(zip(self._hashes, self._owners, strict=True))
+        return list(zip(self._hashes, self._owner_at, strict=False))
 
     def point_of(self, key: bytes) -> int:
-        """The index of `key`'s point: the first with hash >= CRC32(key), else point 0."""
+        """The index of `key`'s point: the first with hash >= CRC32(key), else point 0
+        (a binary search: the reference `lookup` is checked against)."""
         i = _bisect_left(self._hashes, _crc32(key))
         return 0 if i == len(self._hashes) else i
 
     def lookup(self, key: bytes) -> int:
-        """The member for `key`: one CRC32 and a binary search of the points."""
+        """The member for `key`: one CRC32, one bucket read, a step or two along the points.
+
+        The point after the last holds the first point's member, so the wrap costs no test.
+        """
+        h = _crc32(key)
         hashes = self._hashes
-        i = _bisect_left(hashes, _crc32(key))
-        if i == len(hashes):
-            i = 0
-        return self._owners[i]
+        count = len(hashes)
+        i = self._start[h >> self._shift]
+        while i < count and hashes[i] < h:
+            i += 1
+        return self._owner_at[i]
 
     def candidates(self, key: bytes) -> Iterator[int]:
         """Every member once, in the order their points come from `key`'s point on (wrapping):
         the order nginx tries servers in when the first is down (`hp->hash++`)."""
-        owners = self._owners
-        count = len(owners)
+        owners = self._owner_at
+        count = len(self._hashes)
         start = self.point_of(key)
         left = len(self.names)
         seen = bytearray(left)
@@ -211,7 +248,7 @@ class KetamaTable:
         hashes after point i-1 up to its own, point 0 also those after the last point."""
         if self._shares is None:
             hashes = self._hashes
-            owners = self._owners
+            owners = self._owner_at
             arcs = [0] * len(self.names)
             arcs[owners[0]] += hashes[0] + (1 << 32) - hashes[len(hashes) - 1]
             for i in range(1, len(hashes)):
@@ -226,7 +263,9 @@ class KetamaTable:
         tables route every key alike, so instances can compare one short string."""
         if self._fingerprint is None:
             header = json.dumps([self.names, self.weights, self.labels])
-            self._fingerprint = fingerprint_of("ketama", header, self._hashes, self._owners)
+            self._fingerprint = fingerprint_of(
+                "ketama", header, array("I", self._hashes), array("H", self._owner_at[:-1])
+            )
         return self._fingerprint
 
 

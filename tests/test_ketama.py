@@ -10,6 +10,8 @@ import zlib
 from itertools import permutations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastlb.build import build_table, table_info
 from fastlb.config import RoutingConfig
@@ -215,3 +217,47 @@ def test_fingerprints_differ_with_weights_members_kind_and_parameters() -> None:
 def test_fingerprints_survive_pickling() -> None:
     for table in _tables(MEMBERS):
         assert pickle.loads(pickle.dumps(table)).fingerprint() == table.fingerprint()
+
+
+def _nginx_lookup(points: list[tuple[int, int]], key: bytes) -> int:
+    """ngx_http_upstream_find_chash_point, then `point[hp->hash % points->number]`."""
+    h = _crc32_bitwise(key) ^ 0xFFFFFFFF
+    i, j = 0, len(points)
+    while i < j:
+        k = (i + j) // 2
+        if h > points[k][0]:
+            i = k + 1
+        elif h < points[k][0]:
+            j = k
+        else:
+            i = k
+            break
+    return points[i % len(points)][1]
+
+
+@settings(derandomize=True, deadline=None, max_examples=25)
+@given(
+    servers=st.lists(
+        st.tuples(st.integers(1, 65535), st.integers(1, 4)),
+        min_size=1,
+        max_size=6,
+        unique_by=lambda server: server[0],
+    ),
+    keys=st.lists(st.binary(max_size=30), min_size=1, max_size=30),
+)
+def test_lookup_is_nginxs_for_any_servers_and_keys(
+    servers: list[tuple[int, int]], keys: list[bytes]
+) -> None:
+    # Members named in another order than their addresses, so names and labels are unrelated.
+    members = [(f"m{65535 - port:05d}", weight) for port, weight in servers]
+    labels = {f"m{65535 - port:05d}": f"10.1.2.3:{port}" for port, _ in servers}
+    table = KetamaTable(members, labels)
+    every = sorted(
+        (h, table.names.index(name))
+        for (name, weight) in members
+        for h in _nginx_points(b"10.1.2.3", labels[name].rpartition(":")[2].encode(), weight)
+    )
+    deduped = [p for n, p in enumerate(every) if n == 0 or p[0] != every[n - 1][0]]
+    assert table.points == deduped
+    for key in keys:
+        assert table.lookup(key) == _nginx_lookup(deduped, key)

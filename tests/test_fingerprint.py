@@ -1,14 +1,18 @@
 """Two balancers from the same config show the same table fingerprint (issue 14, section 2).
 
-Real processes: two fastlb instances over the same three static backends, their entries listed
-in opposite orders, each asked for /status.json and /metrics. The fingerprint must be the same
-on both, be the one the table built from those members has, and change with a weight.
+Real processes: two fastlb instances over the same static backends, their entries listed in
+different orders, each asked for /status.json and /metrics. The fingerprint must be the same
+on both, be the one the table built from those members has, and change with a weight; after
+the same adds and removes (reloads) applied in different orders, both show one fingerprint
+again and send 2,000 keys to the same replicas.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
+import signal
 import time
 from collections.abc import Callable
 
@@ -16,7 +20,7 @@ import pytest
 
 from fastlb.build import build_table, table_info
 from fastlb.config import RoutingConfig
-from tests.conftest import Backend, Fastlb
+from tests.conftest import Backend, Fastlb, wait_for
 
 WEIGHTS = {"b1": 1, "b2": 2, "b3": 3}
 INFO = re.compile(r'^fastlb_table_info\{fingerprint="([0-9a-f]+)",kind="([a-z]+)"\} 1\.0$', re.M)
@@ -83,3 +87,74 @@ def test_two_instances_of_one_config_show_one_fingerprint(
     # And a weight of difference is a fingerprint of difference.
     other, _, other_metrics = _seen(heavier)
     assert other != first and other_metrics == other
+
+
+def _totals(lb: Fastlb) -> dict[str, object]:
+    status, _, body = lb.get("/status.json")
+    assert status == 200
+    totals: dict[str, object] = json.loads(body)["totals"]
+    return totals
+
+
+def _expected(table: str, backends: dict[str, Backend], members: dict[str, int]) -> str:
+    """The fingerprint of the table fastlb builds from `members` (and their addresses)."""
+    labels = tuple((n, f"127.0.0.1:{backends[n].port}") for n in members)
+    built = build_table(RoutingConfig(table=table, labels=labels), list(members.items()))
+    return table_info(built)[1]
+
+
+def _reload(lb: Fastlb, text: str, fingerprint: str) -> None:
+    """SIGHUP with `text` as the file; back once the table in place has `fingerprint` (the
+    replica count in /status.json changes before the new table is published)."""
+    lb.config.write_text(text.replace("{port}", str(lb.port)))
+    lb.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: _totals(lb)["table_fingerprint"] == fingerprint, 20.0, "the new table")
+
+
+def _served_by(lb: Fastlb, keys: int) -> list[str]:
+    conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
+    try:
+        out = []
+        for i in range(keys):
+            conn.request("GET", f"/key/{i}")
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 200
+            out.append(resp.getheader("X-Served-By") or "")
+        return out
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("table", ["maglev", "ketama"])
+def test_the_same_adds_and_removes_in_another_order_end_in_one_table(
+    table: str, start_backend: Callable[..., Backend], start_fastlb: Callable[[str], Fastlb]
+) -> None:
+    backends = {name: start_backend("echo", name=name) for name in ("b1", "b2", "b3", "b4")}
+    weights = {"b1": 1, "b2": 2, "b3": 3, "b4": 2}
+
+    def conf(names: list[str]) -> str:
+        return _config(table, backends, names, weights)
+
+    one = start_fastlb(conf(["b1", "b2", "b3"]))
+    two = start_fastlb(conf(["b3", "b2", "b1"]))
+
+    def fingerprint(names: str) -> str:
+        return _expected(table, backends, {n: weights[n] for n in names.split()})
+
+    before = fingerprint("b1 b2 b3")
+    assert _totals(one)["table_fingerprint"] == _totals(two)["table_fingerprint"] == before
+    # One instance adds b4 then removes b2; the other removes b2 then adds b4. Each step's
+    # table is the one those members make, so both end in the same table.
+    _reload(one, conf(["b1", "b2", "b3", "b4"]), fingerprint("b1 b2 b3 b4"))
+    _reload(one, conf(["b1", "b3", "b4"]), fingerprint("b1 b3 b4"))
+    _reload(two, conf(["b3", "b1"]), fingerprint("b1 b3"))
+    _reload(two, conf(["b4", "b3", "b1"]), fingerprint("b1 b3 b4"))
+    after = _totals(one)["table_fingerprint"]
+    assert after != before
+    assert _totals(two)["table_fingerprint"] == after
+    wait_for(lambda: _totals(one)["up"] == _totals(two)["up"] == 3, 15.0, "b4 up on both")
+    # And key for key, through both.
+    through_one = _served_by(one, 2000)
+    assert set(through_one) == {"b1", "b3", "b4"}
+    assert _served_by(two, 2000) == through_one

@@ -158,3 +158,16 @@ def test_the_same_adds_and_removes_in_another_order_end_in_one_table(
     through_one = _served_by(one, 2000)
     assert set(through_one) == {"b1", "b3", "b4"}
     assert _served_by(two, 2000) == through_one
+
+
+def test_a_reload_that_moves_a_static_replica_rebuilds_a_ketama_table(
+    start_backend: Callable[..., Backend], start_fastlb: Callable[[str], Fastlb]
+) -> None:
+    # ketama hashes the address: a replica that moves must move its points too, or the table
+    # would go on disagreeing with an nginx that lists the new address.
+    backends = {name: start_backend("echo", name=name) for name in WEIGHTS}
+    lb = start_fastlb(_config("ketama", backends, list(WEIGHTS), WEIGHTS))
+    assert _totals(lb)["table_fingerprint"] == _expected("ketama", backends, WEIGHTS)
+    moved = {**backends, "b1": start_backend("echo", name="b1")}
+    _reload(lb, _config("ketama", moved, list(WEIGHTS), WEIGHTS), _expected("ketama", moved, WEIGHTS))
+    wait_for(lambda: _totals(lb)["up"] == 3, 15.0, "b1 up at its new address")

@@ -704,6 +704,10 @@ class Cluster:
         self.config = config
         self._weights = dict(config.replicas.weights)
         self.tables.routing = config.routing
+        if config.routing != old.routing:
+            # A table parameter, the kind, or a ketama label (a static address) changed: the
+            # next publish builds anew even if the names and weights did not change.
+            self._membership = None
         if self.server is not None:
             self.server.reconfigure(config.proxy, config.routing.key)
         for hook in self.on_reload:

@@ -33,6 +33,7 @@ from fastlb.errors import ConfigError
 from fastlb.limits import (
     CLASSIC_PROBES,
     DURATION_BUCKETS,
+    KETAMA_MAX_WEIGHT,
     MAGLEV_SIZE,
     REPLICA_NAME_RULE,
     TABLE_KINDS,
@@ -230,6 +231,7 @@ def parse(text: str, source: str = "lb.toml") -> Config:
     admin = _read_admin(admin_table, replicas)
     health = _read_health(health_table)
     _check_maglev_size(routing_table, routing, replicas)
+    _check_ketama_weight(routing_table, routing, replicas)
     routing = _with_labels(source, routing, replicas)
     return Config(
         proxy=proxy,
@@ -1223,6 +1225,22 @@ def _check_maglev_size(table: _Table, routing: RoutingConfig, replicas: Replicas
         raise table.error(
             "maglev_size",
             f"expected at least one slot per replica ({replicas.count}), got {routing.maglev_size}",
+        )
+
+
+def _check_ketama_weight(table: _Table, routing: RoutingConfig, replicas: ReplicasConfig) -> None:
+    """ketama places 160 points per unit of weight; past KETAMA_MAX_WEIGHT units the table would
+    take seconds to build and memory by the hundred megabytes, so the file is refused here
+    rather than the first build failing."""
+    if routing.table != "ketama":
+        return
+    given = dict(replicas.weights)
+    total = sum(given.get(name, 1) for name in replicas.names)
+    if total > KETAMA_MAX_WEIGHT:
+        raise table.error(
+            "table",
+            f'"ketama" takes at most {KETAMA_MAX_WEIGHT} units of weight in all (160 points '
+            f"each), got {total} from [replicas]",
         )
 
 

@@ -1741,3 +1741,25 @@ def test_ketama_refuses_two_static_entries_of_one_address() -> None:
     )
     # Other tables hash names: the same text is accepted there.
     assert parse(text.replace('"ketama"', '"maglev"')).replicas.count == 3
+
+
+def _heavy_static(table: str, count: int) -> str:
+    entries = "".join(
+        f'[[replicas.static]]\nname = "s{i}"\naddress = "127.0.0.1:{8000 + i}"\nweight = 256\n'
+        for i in range(count)
+    )
+    return f'[routing]\ntable = "{table}"\n[replicas]\nprovider = "static"\n' + entries
+
+
+def test_ketama_refuses_more_weight_than_its_points_allow() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(_heavy_static("ketama", 17))
+    assert str(info.value) == (
+        'lb.toml: [routing] table: "ketama" takes at most 4096 units of weight in all (160 '
+        "points each), got 4352 from [replicas]"
+    )
+    # 16 of them are 4096 units: accepted; so are the 17 with another table.
+    assert parse(_heavy_static("ketama", 16)).replicas.count == 16
+    assert parse(_heavy_static("maglev", 17)).replicas.count == 17
+    local = '[routing]\ntable = "ketama"\n[replicas]\ncount = 3\nweights = { Server1 = 256 }\n'
+    assert parse(local).routing.table == "ketama"

@@ -261,3 +261,9 @@ def test_lookup_is_nginxs_for_any_servers_and_keys(
     assert table.points == deduped
     for key in keys:
         assert table.lookup(key) == _nginx_lookup(deduped, key)
+
+
+def test_weight_beyond_the_points_limit_is_refused() -> None:
+    with pytest.raises(TableError, match=r"weights sum to 4097: a ketama table takes at most 4096"):
+        KetamaTable([("a", 4096), ("b", 1)])
+    assert len(KetamaTable([("a", 4095), ("b", 1)]).points) <= 4096 * 160

@@ -2,13 +2,15 @@
 
 Three echo backends (weights 1, 2, 3) behind nginx's `hash $request_uri consistent` and behind
 fastlb (provider static, the same addresses and weights, key "path"); 10,000 distinct request
-targets through each, and the X-Served-By of every answer compared. Nothing here is faked:
+targets through each, and the X-Served-By of every answer compared; then one backend killed,
+and 2,000 targets compared again (both walk the ring on to the same next server). Nothing here is faked:
 nginx's own ring decides one side, fastlb's KetamaTable the other.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,8 +30,9 @@ pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
 
 def _nginx_conf(prefix: Path, port: int, backends: dict[str, Backend]) -> str:
     servers = "\n".join(
-        # max_fails=0: nginx must never take a server out, or it would walk on to the next
-        # point for reasons of its own and the comparison would not be of the rings.
+        # max_fails=0: nginx never takes a server out for a while on its own; a refused
+        # connect still moves the request on to the next point's server (proxy_next_upstream
+        # error, the default), which is where fastlb sends the keys of a replica it saw die.
         f"        server 127.0.0.1:{b.port} weight={WEIGHTS[name]} max_fails=0;"
         for name, b in backends.items()
     )
@@ -58,7 +61,6 @@ http {{
             proxy_pass http://backends;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_next_upstream off;
         }}
     }}
 }}
@@ -151,3 +153,21 @@ def test_ketama_routes_every_key_as_nginx_does(
     assert set(counts) == set(WEIGHTS)
     for name, weight in WEIGHTS.items():
         assert counts[name] / KEYS == pytest.approx(weight / 6, rel=0.25)
+
+    # Failover agrees too: with b2 gone, nginx walks on to the next point's server when the
+    # connect is refused, fastlb to the key's next candidate once its heartbeat saw b2 down.
+    backends["b2"].proc.kill()
+    backends["b2"].proc.wait()
+    deadline = time.monotonic() + 15
+    while json.loads(lb.get("/status.json")[2])["totals"]["up"] != 2:
+        assert time.monotonic() < deadline, "fastlb did not see b2 down"
+        time.sleep(0.1)
+    sample = targets[:2000]
+    after_nginx = _served_by(nginx_port, sample)
+    after_fastlb = _served_by(lb.port, sample)
+    assert "b2" not in after_nginx
+    differ = [t for t, a, b in zip(sample, after_nginx, after_fastlb, strict=True) if a != b]
+    assert differ == [], f"{len(differ)} of {len(sample)} keys differ after b2 died"
+    # Only b2's keys moved.
+    before = dict(zip(targets, through_nginx, strict=True))
+    assert all(before[t] == now for t, now in zip(sample, after_nginx, strict=True) if before[t] != "b2")

@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastlb.config import Config, HealthConfig
-from fastlb.control.api import ControlError, ReplicaInfo
+from fastlb.control.api import ControlError, EventInfo, ReplicaInfo
 from fastlb.control.healer import Healer
 from fastlb.control.health import DOWN, UP, Health
 from fastlb.control.members import DISABLED, DRAINING, ENABLED, REMOVED, Event, Events, Member
@@ -235,6 +235,10 @@ class Cluster:
                 )
             )
         return sorted(infos, key=lambda info: info.name)
+
+    def history(self, name: str) -> list[EventInfo]:
+        self._known(name)
+        return [EventInfo(e.at, e.kind, e.detail) for e in self.events if e.replica == name]
 
     def names(self) -> list[str]:
         """Replica names in the order they joined (what /rep lists)."""

@@ -411,6 +411,7 @@ class Cluster:
         self.tables.routing = config.routing
         if self.server is not None:
             self.server.reconfigure(config.proxy, config.routing.key)
+            self.server.balance_factor = config.routing.balance_factor
         for hook in self.on_reload:
             hook(old, config)
         for member in self.members.values():

@@ -50,8 +50,10 @@ class Publisher:
     def mark(self) -> None:
         """Tell the data path, at once, which replicas a request may pick."""
         for member in self.members.values():
-            if member.upstream is not None:
-                member.upstream.up = member.routable
+            upstream = member.upstream
+            if upstream is not None:
+                upstream.up = member.routable
+                upstream.weight = member.weight  # bounded loads read it (set weight, reload)
 
     def _in_table(self) -> list[tuple[str, int, Upstream]]:
         return [

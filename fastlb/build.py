@@ -19,7 +19,7 @@ from fastlb.maglev import MaglevTable
 from fastlb.ring import ClassicRing
 from fastlb.table import Table
 
-__all__ = ["build_table", "table_info"]
+__all__ = ["build_table", "table_info", "table_inputs"]
 
 
 def build_table(routing: RoutingConfig, members: Sequence[tuple[str, int]]) -> Table:
@@ -37,6 +37,19 @@ def build_table(routing: RoutingConfig, members: Sequence[tuple[str, int]]) -> T
         return KetamaTable(members, dict(routing.labels))
     known = ", ".join(TABLE_KINDS)
     raise TableError(f"unknown routing table {routing.table!r}: known tables are {known}")
+
+
+def table_inputs(routing: RoutingConfig) -> tuple[object, ...]:
+    """What of `routing` `build_table` reads: when it changes, the table must be built again
+    (the routing key and the balance factor are read per request, not by the table; the
+    labels by the ketama table only, so a static replica that moves rebuilds no other)."""
+    return (
+        routing.table,
+        routing.maglev_size,
+        routing.classic_probe,
+        routing.classic_hash,
+        routing.labels if routing.table == "ketama" else (),
+    )
 
 
 def table_info(table: Table) -> tuple[str, str]:

@@ -171,3 +171,31 @@ def test_a_reload_that_moves_a_static_replica_rebuilds_a_ketama_table(
     moved = {**backends, "b1": start_backend("echo", name="b1")}
     _reload(lb, _config("ketama", moved, list(WEIGHTS), WEIGHTS), _expected("ketama", moved, WEIGHTS))
     wait_for(lambda: _totals(lb)["up"] == 3, 15.0, "b1 up at its new address")
+
+
+def _builds(lb: Fastlb) -> float:
+    match = re.search(r"^fastlb_table_builds_total (\S+)$", lb.get("/metrics")[2].decode(), re.M)
+    assert match is not None
+    return float(match.group(1))
+
+
+def test_a_reload_that_names_another_table_kind_builds_it_and_a_new_key_builds_nothing(
+    start_backend: Callable[..., Backend], start_fastlb: Callable[[str], Fastlb]
+) -> None:
+    backends = {name: start_backend("echo", name=name) for name in WEIGHTS}
+    lb = start_fastlb(_config("maglev", backends, list(WEIGHTS), WEIGHTS))
+    assert _totals(lb)["table_fingerprint"] == _expected("maglev", backends, WEIGHTS)
+    _reload(lb, _config("ketama", backends, list(WEIGHTS), WEIGHTS), _expected("ketama", backends, WEIGHTS))
+    assert _totals(lb)["table"] == "ketama"
+    builds = _builds(lb)
+    # The routing key is read per request, not by the table: a reload changing it builds none.
+    text = _config("ketama", backends, list(WEIGHTS), WEIGHTS).replace('"path"', '"client_ip"')
+    lb.config.write_text(text.replace("{port}", str(lb.port)))
+    lb.proc.send_signal(signal.SIGHUP)
+
+    def reloaded() -> bool:
+        events = json.loads(lb.get("/status.json")[2])["events"]
+        return bool(sum(e["kind"] == "reloaded" for e in events) == 2)
+
+    wait_for(reloaded, 20.0, "the second reload")
+    assert _builds(lb) == builds

@@ -4,7 +4,8 @@ Two channels, for two speeds (Pingora's model):
 - `mark()`: each member's `Upstream.up`, read when a request picks it. Set at once, in the
   event that changed it (a death, a failed heartbeat, a drain): no table, no task hop;
 - `publish()`: the route itself, changed only as the route plan says (fastlb.control.routeplan):
-  a table rebuilt off the loop when names or weights change, the upstreams swapped when a
+  a table rebuilt off the loop when names or weights change (or, after `forget`, when a reload
+  changed the table's kind or parameters), the upstreams swapped when a
   replica is replaced under its own name, nothing otherwise.
 """
 

@@ -281,8 +281,9 @@ class FastlbCollector(Collector):
 
         yield CounterMetricFamily(
             "fastlb_table_builds",
-            "Routing tables built: at start and when replica names or weights change, never "
-            "for a health change (health is read when a request picks a replica).",
+            "Routing tables built: at start, when replica names or weights change and when a "
+            "reload changes the table's kind or parameters; never for a health change (health "
+            "is read when a request picks a replica).",
             value=cluster.table_builds,
         )
 

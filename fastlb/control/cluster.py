@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastlb.build import table_info, table_inputs
+from fastlb.build import table_info
 from fastlb.config import Config, HealthConfig
 from fastlb.control.api import ControlError, EventInfo, ReplicaInfo
 from fastlb.control.healer import Healer
@@ -414,10 +414,6 @@ class Cluster:
         self.config = config
         self._weights = dict(plan.weights)
         self.tables.routing = config.routing
-        if table_inputs(config.routing) != table_inputs(old.routing):
-            # The kind, a parameter or a ketama label (a static address) changed: the next
-            # publish builds anew even if no name or weight did.
-            self.publisher.forget()
         if self.server is not None:
             self.server.reconfigure(config.proxy, config.routing.key)
             self.server.balance_factor = config.routing.balance_factor

@@ -34,12 +34,13 @@ gives several peers under one label, balanced round-robin by nginx; fastlb has o
 label and refuses two members with the same label.
 
 Cost, measured on the development machine (2 vCPUs shared, CPython 3.11; best of 7 builds and
-of 5 passes over 100,000 keys, members "Server1".."ServerN" of weight 1): compiled by mypyc,
-building takes 0.08, 0.3 and 4.3 ms for N = 3, 10 and 100 (160 CRC32s per unit of weight,
-then a sort of ints), and 0.46 s for the most weight it takes (KETAMA_MAX_WEIGHT = 4096 units,
-655,360 points; 0.64 s from source); a lookup (one CRC32, one bucket read, a step or two along
-the points) takes 76, 74 and 111 ns, beside Maglev's 75, 73 and 77 ns in the same run
-(130-150 ns from source). A binary search (bisect over an array) took 250-330 ns compiled:
+of 5 passes over 100,000 keys, members "Server1".."ServerN" of weight 1; `python -c "from
+fastlb.ketama import _measure; _measure()"` reproduces it): compiled by mypyc, building takes
+0.08, 0.3 and 4.3 ms for N = 3, 10 and 100 (160 CRC32s per unit of weight, then a sort of
+ints), and 0.46-0.76 s (two runs) for the most weight it takes (KETAMA_MAX_WEIGHT = 4096
+units, 655,360 points; 0.64 s from source); a lookup (one CRC32, one bucket read, a step or
+two along the points) takes 76, 74 and 111 ns, beside Maglev's 75, 73 and 77 ns in the same
+run (130-150 ns from source). A binary search (bisect over an array) took 250-330 ns compiled:
 bisect reads the array through the generic sequence protocol, one new int per probe.
 """
 
@@ -280,3 +281,35 @@ class KetamaTable:
 
 def _restore(members: tuple[tuple[str, int], ...], labels: dict[str, str]) -> KetamaTable:
     return KetamaTable(members, labels)
+
+
+def _measure() -> None:
+    """Print build and lookup times as quoted in the module docstring."""
+    import time
+
+    from fastlb.maglev import MaglevTable
+
+    keys = [b"/k/%d" % i for i in range(100_000)]
+
+    def per_key(table: KetamaTable | MaglevTable) -> float:
+        lookup = table.lookup
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            for key in keys:
+                lookup(key)
+            best = min(best, time.perf_counter() - start)
+        return best / len(keys) * 1e9
+
+    for n, weight in ((3, 1), (10, 1), (100, 1), (256, 16)):
+        members = [(f"Server{i}", weight) for i in range(1, n + 1)]
+        best = float("inf")
+        for _ in range(7 if n <= 100 else 3):
+            start = time.perf_counter()
+            table = KetamaTable(members)
+            best = min(best, time.perf_counter() - start)
+        line = f"N = {n}, weight {weight}: build {best * 1000:.2f} ms"
+        if weight == 1:
+            line += f", lookup {per_key(table):.0f} ns (maglev {per_key(MaglevTable(members)):.0f})"
+        print(line)
+

@@ -85,9 +85,9 @@ MAGLEV_SIZE: Final = 65537
 #: How the classic ring moves past a taken slot, the default first (fastlb.ring).
 CLASSIC_PROBES: Final = ("linear", "quadratic")
 #: The most units of weight, summed over the replicas, a ketama table takes: 160 points each
-#: (nginx's), so 655,360 points, built in 0.46 s compiled (0.64 s from source). The file's own
-#: bounds (1000 replicas of weight 256) would make 41 million points: seconds of build and
-#: gigabytes.
+#: (nginx's), so 655,360 points, built in 0.46-0.76 s compiled (0.64 s from source). The
+#: file's own bounds (1000 replicas of weight 256) would make 41 million points: seconds of
+#: build and gigabytes.
 KETAMA_MAX_WEIGHT: Final = 4096
 
 # Deterministic Miller-Rabin bases: exact for every n < 3.3 * 10**24.

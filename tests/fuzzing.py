@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from hypothesis import strategies as st
 
-from fastlb.http.accept import request_line
+from fastlb.http.accept import check_partial, request_line
 from fastlb.http.errors import HttpError
 from fastlb.http.head import CHUNKED
 from fastlb.http.parsers import HeadParser
@@ -1020,6 +1020,12 @@ def _seen_before(rest: bytes, status: int) -> frozenset[int]:
     seen: set[int] = set()
     try:
         request_line(first)
+    except HttpError as exc:
+        seen.add(exc.status)
+    try:
+        # A split before the line's CRLF: a control character is refused (400) at once,
+        # before the version (505) or the method (405) further along could be read.
+        check_partial(first)
     except HttpError as exc:
         seen.add(exc.status)
     if status == 431:

@@ -11,6 +11,7 @@ timeout, SIGTERM, and the counters on /metrics.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -60,14 +61,15 @@ def lb_config(
     return text
 
 
-def ws(lb: Fastlb, path: str = "/chat", **kwargs: object) -> ClientConnection:
-    kwargs.setdefault("open_timeout", 10)
-    kwargs.setdefault("close_timeout", 5)
+def ws(lb: Fastlb, path: str = "/chat", headers: dict[str, str] | None = None) -> ClientConnection:
+    """A `websockets` client through fastlb (no pings: a test's idle tunnel stays idle)."""
     return connect(
         f"ws://127.0.0.1:{lb.port}{path}",
+        additional_headers=headers,
         ping_interval=None,
         compression=None,
-        **kwargs,  # type: ignore[arg-type]
+        open_timeout=10,
+        close_timeout=5,
     )
 
 
@@ -135,7 +137,7 @@ def test_a_websocket_server_behind_fastlb_gets_only_the_websocket_upgrade(
     # h2c listed first: the handshake still works, since only websocket goes on.
     replica = Replica(procs)
     lb = start_fastlb(lb_config([("ws", replica.port)]))
-    with ws(lb, additional_headers={"X-Trace": "1"}) as conn:
+    with ws(lb, headers={"X-Trace": "1"}) as conn:
         conn.send("name")
         assert conn.recv(timeout=5) == "ws"
     key = base64.b64encode(os.urandom(16))
@@ -222,6 +224,64 @@ def test_a_10mb_message_with_a_slow_reader_keeps_rss_flat(
     print(f"\nfastlb's RSS grew by {peak - base} KiB relaying 10 MB to a slow reader")
     # Without flow control fastlb holds what the kernel's socket buffers do not: 6 MB of the
     # 10 (measured with ClientConnection.pause_writing not pausing the replica); 320 KiB with.
+    assert peak - base < 2 * 1024, f"RSS grew by {peak - base} KiB"
+
+
+def text_frame(text: str) -> bytes:
+    payload = text.encode()
+    assert len(payload) < 126
+    return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+def test_10mb_to_a_replica_that_stops_reading_keeps_rss_flat(
+    procs: Processes, start_fastlb: StartFastlb
+) -> None:
+    # The other direction: the replica stops reading for 2 s while the client sends 10 MB
+    # in 64 KiB messages; fastlb stops reading the client (P_BACKEND) rather than buffer.
+    replica = Replica(procs)
+    lb = start_fastlb(lb_config([("ws", replica.port)]))
+    message = os.urandom(64 * 1024)
+    count = 160
+    with handshake(lb.port) as sock:
+        sock.sendall(binary_frame(message))  # a first echo allocates what a steady state needs
+        got = bytearray()
+        while len(got) < len(message) + 10:  # a 64 KiB payload has an 8-byte length
+            got += sock.recv(1 << 20)
+        base = rss_kib(lb.proc.pid)
+        peak = base
+        sock.sendall(text_frame("sleep:2"))
+        sock.setblocking(False)
+        pending = binary_frame(message) * count
+        sent = 0
+        started = time.monotonic()
+        while sent < len(pending) and time.monotonic() - started < 1.5:
+            try:
+                sent += sock.send(pending[sent : sent + (1 << 20)])
+            except BlockingIOError:
+                time.sleep(0.01)
+            peak = max(peak, rss_kib(lb.proc.pid))
+        # The replica is asleep: what fastlb took meanwhile is in the kernel's socket buffers
+        # (loopback's autotuning lets them hold megabytes), not in fastlb.
+        asleep = peak - base
+        sock.setblocking(True)
+        sock.settimeout(10)
+        echoed = 0
+        expected = count * (len(message) + 10)
+        while sent < len(pending) or echoed < expected:
+            if sent < len(pending):
+                sock.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    sent += sock.send(pending[sent : sent + (1 << 20)])
+                sock.settimeout(10)
+            try:
+                chunk = sock.recv(1 << 20)
+            except TimeoutError:
+                raise AssertionError(f"stalled at {sent} sent, {echoed} echoed") from None
+            assert chunk, "closed mid-stream"
+            echoed += len(chunk)
+            peak = max(peak, rss_kib(lb.proc.pid))
+    assert echoed == expected
+    print(f"\nfastlb's RSS grew by {asleep} KiB while the replica slept, {peak - base} in all")
     assert peak - base < 2 * 1024, f"RSS grew by {peak - base} KiB"
 
 
@@ -368,7 +428,7 @@ def test_the_uvicorn_apps_websocket_route_routed_by_the_same_key(uvicorn_lb: Fas
         assert status == 200
         name = headers["x-served-by"]
         served.add(name)
-        with ws(uvicorn_lb, "/ws", additional_headers={"X-Room": room}) as conn:
+        with ws(uvicorn_lb, "/ws", headers={"X-Room": room}) as conn:
             for i in range(20):
                 conn.send(f"{room}{i}")
                 # The tunnel reached the replica a plain request with that key reaches.

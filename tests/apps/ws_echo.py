@@ -5,7 +5,9 @@ fastlb (tests/test_websocket.py), so the tunnel is tested against a third-party 
 
 Every message is sent back as it came (text as text, bytes as bytes). A text message
 `close:CODE` makes the server close the connection with that code (a close from the replica's
-side); `name` answers with --name (which replica the tunnel reached). Plain HTTP requests get
+side); `sleep:SECONDS` stops it reading for that long (a slow replica: with `max_queue`, the
+library stops reading its socket too); `name` answers with --name (which replica the tunnel
+reached). Plain HTTP requests get
 `200 ok` (fastlb's heartbeats and a 426-free health check).
 """
 
@@ -31,6 +33,9 @@ async def main() -> None:
             if isinstance(message, str) and message.startswith("close:"):
                 await ws.close(int(message[6:]), "asked to close")
                 return
+            if isinstance(message, str) and message.startswith("sleep:"):
+                await asyncio.sleep(float(message[6:]))
+                continue
             if message == "name":
                 await ws.send(args.name)
                 continue
@@ -49,6 +54,7 @@ async def main() -> None:
         args.port,
         process_request=plain_http,
         max_size=64 * 1024 * 1024,
+        max_queue=4,
         ping_interval=None,
         compression=None,
     ):

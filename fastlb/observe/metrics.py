@@ -194,6 +194,12 @@ class FastlbCollector(Collector):
         tunnel_bytes.add_metric(["to_replica"], sum(s.tunnel_bytes_up for s in servers))
         tunnel_bytes.add_metric(["to_client"], sum(s.tunnel_bytes_down for s in servers))
         yield tunnel_bytes
+        yield CounterMetricFamily(
+            "fastlb_bounded_load_passes",
+            "Requests sent to another candidate because their key's replica was at its bounded "
+            "load ([routing] balance_factor).",
+            value=sum(s.over_cap for s in servers),
+        )
 
         share = GaugeMetricFamily(
             "fastlb_table_share",

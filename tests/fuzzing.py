@@ -1334,7 +1334,17 @@ def forwarded_head_problems(entry: dict[str, Any]) -> list[str]:
     if ["", ""] in headers:
         headers = headers[: headers.index(["", ""])]  # the trailer fields follow
     names = [name.lower() for name, _ in headers]
-    found = [f"a hop-by-hop field forwarded: {n!r}" for n in sorted(HOP_BY_HOP & set(names))]
+    hop = HOP_BY_HOP & set(names)
+    fields = [(name.lower(), value) for name, value in headers]
+    if (
+        entry["method"] == "GET"
+        and entry["version"] == "HTTP/1.1"
+        and ("connection", "upgrade") in fields
+        and ("upgrade", "websocket") in fields
+        and names.count("connection") == names.count("upgrade") == 1
+    ):
+        hop -= {"connection", "upgrade"}  # the WebSocket upgrade: the one forwarded (issue 13)
+    found = [f"a hop-by-hop field forwarded: {n!r}" for n in sorted(hop)]
     if entry["version"] == "HTTP/1.1" and names.count("host") != 1:
         found.append(f"{names.count('host')} Host fields in an HTTP/1.1 request")
     target = entry["target"]

@@ -156,8 +156,9 @@ class Cluster:
         self._weights = dict(config.replicas.weights)
         #: Called with (old, new) by every reload, before replicas are added or removed: the
         #: parts outside the cluster that hold configuration (the admin routes, the admin
-        #: listener) take theirs there. They must not raise.
-        self.on_reload: list[Callable[[Config, Config], None]] = []
+        #: listener, the TLS certificate) take theirs there. They must not raise: one that
+        #: could not take the new settings returns why, and the reload's summary says so.
+        self.on_reload: list[Callable[[Config, Config], str | None]] = []
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> Route[Upstream] | None:
@@ -701,8 +702,7 @@ class Cluster:
         self.tables.routing = config.routing
         if self.server is not None:
             self.server.reconfigure(config.proxy, config.routing.key)
-        for hook in self.on_reload:
-            hook(old, config)
+        problems = [p for p in (hook(old, config) for hook in self.on_reload) if p]
         for member in self.members.values():
             member.weight = self._weights.get(member.name, 1)
             member.health.rise, member.health.fall = config.health.rise, config.health.fall
@@ -719,5 +719,7 @@ class Cluster:
         summary = f"reloaded {config.source}: {len(self.members)} replicas"
         if to_add or to_remove:
             summary += f" (+{len(to_add)} -{len(to_remove)})"
+        for problem in problems:
+            summary += f"; {problem}"
         self._event("reloaded", "-", summary)
         return summary

@@ -90,7 +90,7 @@ class ClientConnection(Port):
         ip = peer[0] if peer else ""
         exchange = self.exchange
         exchange.ip = ip.encode("latin-1")
-        exchange.xff = forwarded_lines(ip)
+        exchange.xff = forwarded_lines(ip, server.scheme)  # "https" on a TLS listener
         # HAProxy's `timeout http-request`: the first head must come within header_timeout.
         self.deadline = monotonic() + server.header_timeout
         server.client_made(self)

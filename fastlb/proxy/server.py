@@ -306,7 +306,8 @@ class ProxyServer:
                 self.tls_handshake_failures += 1
         if not task.cancelled() and task.exception() is not None:
             # uvloop closed the transport; nothing of this connection is left to clean up.
-            log.debug("a client connection failed to set up: %s", task.exception())
+            exc = task.exception()
+            log.debug("a client connection failed to set up: %s", str(exc) or type(exc).__name__)
 
     def _pause_full(self) -> None:
         """At max_connections: stop accepting; clients wait in the backlog until some leave."""

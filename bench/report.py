@@ -269,8 +269,8 @@ def render_markdown(
         "",
         "Medians over the repeats; ÷ HAProxy = this proxy's median / HAProxy's median at the same "
         "connection count (req/s: higher is better; p99 and CPU µs/req: lower is better); "
-        f"rows named NAME{TLS_SUFFIX} are the HTTPS round, divided by haproxy{TLS_SUFFIX} (the "
-        "same certificate, TLS 1.3, keep-alive connections: the handshake once per connection). "
+        f"rows named NAME{TLS_SUFFIX} are the HTTPS round, divided by haproxy{TLS_SUFFIX} (one "
+        "certificate for both, keep-alive connections: one handshake per connection). "
         "CPU µs/req = proxy utime+stime (all its processes) during the wrk run / requests, "
         "of which kernel = its stime part; proxy CPU = share of one core it used meanwhile. "
         "Spread = requests each backend served (summed over repeats), ok if every backend got "

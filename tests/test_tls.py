@@ -494,6 +494,14 @@ def test_sighup_serves_a_renewed_certificate_and_keeps_it_when_the_new_key_is_ba
     assert json.loads(kept.getresponse().read())["target"] == "/kept-again"
     kept.close()
 
+    # TLS turned off in the file: what the port speaks needs a restart, as its address does.
+    lb.config.write_text(re.sub(r"(?m)^tls_(cert|key) = .*$", "", lb.config.read_text()))
+    mark = len(lb.logged())
+    lb.proc.send_signal(signal.SIGHUP)
+    logged = wait_logged(lb, "SIGHUP: reloaded", mark)
+    assert "[proxy] tls_cert changed on or off; restart fastlb for that (HTTPS kept)" in logged
+    assert https_get(lb, pki)[2]["serial"] == "02"
+
 
 def test_a_bad_key_stops_the_start_with_the_reason(
     procs: Processes, tmp_path: Path, pki: Pki

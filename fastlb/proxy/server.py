@@ -15,6 +15,12 @@ things create_server cannot do:
   closes the listening server for good. Here accepting pauses for ACCEPT_RETRY, the condition
   is logged at most once a second with a count, and accepting resumes by itself.
 
+With [proxy] tls_cert and tls_key, the accepted socket is handed to connect_accepted_socket
+with the listener's `ssl.SSLContext` (fastlb/tls.py) in a branch of its own, the plain path
+untouched: uvloop's TLS protocol does the handshake (bounded by header_timeout) and only then
+makes the ClientConnection, which reads plaintext as on a plain listener. A connection whose
+handshake did not end is counted (`tls_handshake_failures`), never logged above debug.
+
 `max_connections` defaults to what the descriptor limit allows, as HAProxy derives maxconn:
 each client may need one replica connection too, and a reserve stays for what is not a client
 (heartbeats, listeners, the admin socket, logs, the table worker's pipes, each replica's

@@ -429,6 +429,38 @@ def test_plain_http_or_garbage_on_the_tls_port_is_closed_counted_and_not_logged(
             assert line.startswith("fastlb: a client connection failed to set up"), line
 
 
+def test_garbage_after_the_handshake_closes_that_connection_only(
+    tls_lb: Callable[..., TlsLb], pki: Pki
+) -> None:
+    """Bytes that are not TLS records after a good handshake (a broken or hostile client) end
+    that connection, logged at debug only; the handshake counted nothing."""
+    lb = tls_lb()
+    before = lb.failures()
+    with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as sock:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls_obj = client_context(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
+        while True:  # the handshake, by hand over the socket
+            try:
+                tls_obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                incoming.write(sock.recv(65536))
+        sock.sendall(outgoing.read())
+        assert tls_obj.selected_alpn_protocol() == "http/1.1"
+        sock.sendall(b"\x17\x03\x03\x00\x10" + b"\x00" * 16 + b"GET / HTTP/1.1\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert b"HTTP/" not in received  # nothing answered in the clear
+    assert https_get(lb, pki, "/still")[1]["target"] == "/still"
+    assert lb.failures() == before
+    lb.proc.send_signal(signal.SIGTERM)
+    lb.proc.wait(10)
+    for line in lb.logged().splitlines():
+        assert "Traceback" not in line and "Fatal" not in line and "rror" not in line, line
+
+
 def test_a_handshake_that_never_ends_is_closed_within_the_header_timeout(
     tls_lb: Callable[..., TlsLb], pki: Pki
 ) -> None:

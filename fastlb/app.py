@@ -100,6 +100,7 @@ class Balancer:
             local=routes if on_data_port else None,
             tls=tls,
         )
+        self.server.balance_factor = config.routing.balance_factor
         if config.log.access:
             self.server.access_log = AccessLog(config.log.access_file)
         self.cluster.attach(self.server)

@@ -1757,4 +1757,3 @@ def test_heartbeat_settings() -> None:
 )
 def test_heartbeat_setting_errors(text: str, message: str) -> None:
     assert error(f"[health]\n{text}\n") == f"lb.toml: [health] {message}"
-

@@ -9,6 +9,7 @@ served that very chain.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
@@ -429,6 +430,45 @@ def test_plain_http_or_garbage_on_the_tls_port_is_closed_counted_and_not_logged(
             assert line.startswith("fastlb: a client connection failed to set up"), line
 
 
+def tls_by_hand(port: int, pki: Pki) -> tuple[socket.socket, ssl.SSLObject, ssl.MemoryBIO]:
+    """A TLS client over a plain socket, by memory BIOs: its records can be sent, withheld or
+    mixed with other bytes. Returns (socket, TLS object, its outgoing BIO), handshake done."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls_obj = client_context(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    while True:
+        try:
+            tls_obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            incoming.write(sock.recv(65536))
+    sock.sendall(outgoing.read())
+    return sock, tls_obj, outgoing
+
+
+def test_a_client_that_sends_close_notify_after_its_request_is_not_logged(
+    tls_lb: Callable[..., TlsLb], pki: Pki
+) -> None:
+    """close_notify (the TLS end of a client's sending side) while its request is in flight:
+    asyncio's TLS has no half-close, so the connection ends; nothing is logged for it (uvloop
+    warns when a protocol asks to stay open, which the plain-TCP half-close rule does)."""
+    lb = tls_lb()
+    for _ in range(3):
+        sock, tls_obj, outgoing = tls_by_hand(lb.port, pki)
+        with sock:
+            tls_obj.write(b"GET /half HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            with contextlib.suppress(ssl.SSLWantReadError):
+                tls_obj.unwrap()  # queues close_notify
+            sock.sendall(outgoing.read())
+            while sock.recv(65536):
+                pass
+    assert https_get(lb, pki, "/after")[1]["target"] == "/after"
+    lb.proc.send_signal(signal.SIGTERM)
+    lb.proc.wait(10)
+    assert "eof_received" not in lb.logged(), lb.logged()
+
+
 def test_garbage_after_the_handshake_closes_that_connection_only(
     tls_lb: Callable[..., TlsLb], pki: Pki
 ) -> None:
@@ -436,17 +476,8 @@ def test_garbage_after_the_handshake_closes_that_connection_only(
     that connection, logged at debug only; the handshake counted nothing."""
     lb = tls_lb()
     before = lb.failures()
-    with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as sock:
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        tls_obj = client_context(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
-        while True:  # the handshake, by hand over the socket
-            try:
-                tls_obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                sock.sendall(outgoing.read())
-                incoming.write(sock.recv(65536))
-        sock.sendall(outgoing.read())
+    sock, tls_obj, _ = tls_by_hand(lb.port, pki)
+    with sock:
         assert tls_obj.selected_alpn_protocol() == "http/1.1"
         sock.sendall(b"\x17\x03\x03\x00\x10" + b"\x00" * 16 + b"GET / HTTP/1.1\r\n\r\n")
         received = b""

@@ -99,7 +99,9 @@ class ClientConnection(Port):
         self.exchange.client_data(data)
 
     def eof_received(self) -> bool:
-        return self.exchange.client_eof()
+        # Over TLS (a close_notify) asyncio ends the connection whatever this returns, and
+        # warns per connection if it is asked to stay open: not asked.
+        return self.exchange.client_eof() and self.server.tls is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

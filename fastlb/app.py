@@ -24,7 +24,7 @@ from fastlb.observe.status import StatusPage
 from fastlb.proxy.server import ProxyServer
 from fastlb.proxy.upstream import Upstream
 from fastlb.replicas import Provider, Replica, make_provider
-from fastlb.tls import context_for
+from fastlb.tls import context_for, quiet_transport_noise
 
 log = logging.getLogger("fastlb")
 
@@ -85,6 +85,8 @@ class Balancer:
         # Before any replica starts: a bad certificate or key stops fastlb here, with the file
         # and what is wrong with it (fastlb --check reads them the same way).
         tls = context_for(config)
+        if tls is not None:
+            quiet_transport_noise()
         route = await self.cluster.start()
         # Admin and observability routes, served on the data port or on the admin listener.
         self.classic = ClassicAdmin(self.cluster, config.admin)

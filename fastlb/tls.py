@@ -23,6 +23,7 @@ SIGHUP, where the old context is kept (fastlb/app.py).
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Callable
 from typing import Final
@@ -30,7 +31,14 @@ from typing import Final
 from fastlb.config import Config
 from fastlb.errors import ConfigError
 
-__all__ = ["ALPN", "MINIMUM_VERSION", "context_for", "new_context", "server_context"]
+__all__ = [
+    "ALPN",
+    "MINIMUM_VERSION",
+    "context_for",
+    "new_context",
+    "quiet_transport_noise",
+    "server_context",
+]
 
 #: The protocols offered by ALPN (RFC 7301), in preference order.
 ALPN: Final = ("http/1.1",)
@@ -43,6 +51,14 @@ _KEY_MARK: Final = b"PRIVATE KEY-----"  # BEGIN PRIVATE KEY, BEGIN EC/RSA PRIVAT
 #: differ (same algorithm), or no certificate is there for the key's algorithm (an RSA key
 #: with an EC certificate, as OpenSSL 3 reports it).
 _MISMATCH: Final = frozenset({"KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"})
+#: What uvloop's TLS transport logs (on the "asyncio" logger, at WARNING) for each write made
+#: to a TLS connection its client has already closed or reset, past the fifth: the relay
+#: learns of the loss a loop round later (connection_lost is scheduled, not called), and a
+#: replica's response streaming meanwhile would make one line per read. The bytes are dropped
+#: either way (a plain transport's are too, counted in fastlb_dropped_writes); a client can
+#: cause this at will, so it is not logged.
+_TRANSPORT_NOISE: Final = frozenset({"SSL connection is closed"})
+
 #: Makes the error for (key name, file, what is wrong).
 _ErrorFactory = Callable[[str, str, str], ConfigError]
 
@@ -145,3 +161,19 @@ def _reason(exc: Exception) -> str:
     if isinstance(reason, str) and reason:
         return "OpenSSL: " + reason.replace("_", " ").lower()
     return "OpenSSL could not decode it"
+
+
+class _DropTransportNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in _TRANSPORT_NOISE
+
+
+_NOISE_FILTER: Final = _DropTransportNoise()
+
+
+def quiet_transport_noise() -> None:
+    """Drop uvloop's per-write "SSL connection is closed" warnings (_TRANSPORT_NOISE) from the
+    asyncio logger; its other records pass. Idempotent; called when a listener serves TLS."""
+    logger = logging.getLogger("asyncio")
+    if _NOISE_FILTER not in logger.filters:
+        logger.addFilter(_NOISE_FILTER)

@@ -261,8 +261,8 @@ def tls_lb(
     """fastlb serving HTTPS over one echo backend (static provider), its admin routes on a
     plain listener of their own; its log in a file."""
 
-    def start(header_timeout: float = 10.0) -> TlsLb:
-        backend = start_backend("echo", name="echo")
+    def start(header_timeout: float = 10.0, mode: str = "echo", size: int = 1000) -> TlsLb:
+        backend = start_backend(mode, name="echo", size=size)
         cert, key = pki.issue("server", 1)
         port, admin = free_port(), free_port()
         proxy = f'tls_cert = "{cert}"\ntls_key = "{key}"\nheader_timeout = {header_timeout}\n'
@@ -467,6 +467,36 @@ def test_a_client_that_sends_close_notify_after_its_request_is_not_logged(
     lb.proc.send_signal(signal.SIGTERM)
     lb.proc.wait(10)
     assert "eof_received" not in lb.logged(), lb.logged()
+
+
+def test_close_notify_in_the_middle_of_a_large_response_is_not_logged(
+    tls_lb: Callable[..., TlsLb], pki: Pki
+) -> None:
+    """The replica's bytes that still arrive for a TLS connection its client closed (by
+    close_notify, then by leaving in the middle of a second download) are dropped without a
+    log line each: uvloop warns at every write past the fifth to a closed TLS transport, and
+    fastlb stops reading the replica at a close_notify and filters those warnings out."""
+    lb = tls_lb(mode="big", size=64 * 1024 * 1024)
+    sock, tls_obj, outgoing = tls_by_hand(lb.port, pki)
+    with sock:
+        tls_obj.write(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        sock.sendall(outgoing.read())
+        received = 0
+        while received < 1024 * 1024:
+            received += len(sock.recv(65536))
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls_obj.unwrap()
+        sock.sendall(outgoing.read())
+        while sock.recv(65536):
+            pass
+    conn = http.client.HTTPSConnection("localhost", lb.port, timeout=30, context=client_context(pki))
+    conn.request("GET", "/after")
+    response = conn.getresponse()
+    assert response.status == 200 and len(response.read(65536)) == 65536
+    conn.close()
+    lb.proc.send_signal(signal.SIGTERM)
+    lb.proc.wait(10)
+    assert "SSL connection is closed" not in lb.logged(), lb.logged()
 
 
 def test_garbage_after_the_handshake_closes_that_connection_only(

@@ -99,9 +99,15 @@ class ClientConnection(Port):
         self.exchange.client_data(data)
 
     def eof_received(self) -> bool:
-        # Over TLS (a close_notify) asyncio ends the connection whatever this returns, and
-        # warns per connection if it is asked to stay open: not asked.
-        return self.exchange.client_eof() and self.server.tls is None
+        keep = self.exchange.client_eof()
+        if self.server.tls is None:
+            return keep
+        # A close_notify: asyncio's TLS has no half-close, it shuts the connection down
+        # whatever this returns (and warns per connection if asked to keep it). What the
+        # replica still sends could not be delivered (uvloop warns at each such write), so
+        # the replica is not read until connection_lost ends the exchange.
+        self.pause_writing()
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

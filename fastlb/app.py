@@ -24,6 +24,7 @@ from fastlb.observe.status import StatusPage
 from fastlb.proxy.server import ProxyServer
 from fastlb.proxy.upstream import Upstream
 from fastlb.replicas import Provider, Replica, make_provider
+from fastlb.tls import context_for, quiet_transport_noise
 
 log = logging.getLogger("fastlb")
 
@@ -81,6 +82,11 @@ class Balancer:
 
     async def start(self) -> None:
         config = self.config
+        # Before any replica starts: a bad certificate or key stops fastlb here, with the file
+        # and what is wrong with it (fastlb --check reads them the same way).
+        tls = context_for(config)
+        if tls is not None:
+            quiet_transport_noise()
         route = await self.cluster.start()
         # Admin and observability routes, served on the data port or on the admin listener.
         self.classic = ClassicAdmin(self.cluster, config.admin)
@@ -94,6 +100,7 @@ class Balancer:
             config.routing.key,
             route,
             local=routes if on_data_port else None,
+            tls=tls,
         )
         self.server.balance_factor = config.routing.balance_factor
         if config.log.access:
@@ -121,13 +128,20 @@ class Balancer:
             f"{info.name} ({info.address})" for info in self.cluster.replicas()
         )
         log.info(
-            "listening on %s:%d, %s table, replicas: %s", host, port, config.routing.table, listing
+            "listening on %s:%d (%s), %s table, replicas: %s",
+            host,
+            port,
+            "HTTPS" if tls is not None else "HTTP",
+            config.routing.table,
+            listing,
         )
 
-    def _reconfigure(self, old: Config, new: Config) -> None:
+    def _reconfigure(self, old: Config, new: Config) -> str | None:
         """A reload's part outside the cluster: the admin routes take the new [admin] (its
-        token holds from the next request on), the admin listener the new [proxy] settings.
-        Where the admin surfaces listen needs a restart, as [proxy] listen does: said so."""
+        token holds from the next request on), the admin listener the new [proxy] settings,
+        the data listener a certificate and key read again. Where the admin surfaces listen
+        needs a restart, as [proxy] listen does: said so. Returns what could not be taken."""
+        problem = self._reload_tls(new)
         if self.classic is not None:
             self.classic.admin = new.admin
         if self.admin_server is not None:
@@ -138,6 +152,31 @@ class Balancer:
                     "reload: [admin] %s changed; restart fastlb to move the admin listener "
                     "(it stays as it was)", key,
                 )
+        return problem
+
+    def _reload_tls(self, new: Config) -> str | None:
+        """Read [proxy] tls_cert and tls_key again (a renewed certificate, or new paths): new
+        connections are served with the new context, those open keep theirs. A file that
+        cannot be used keeps the context in place, and says why. Turning TLS on or off changes
+        what the port speaks, as moving it would: that needs a restart."""
+        server = self.server
+        if server is None:
+            return None
+        if bool(new.proxy.tls_cert) != (server.tls is not None):
+            was = "HTTPS" if server.tls is not None else "plain HTTP"
+            problem = f"[proxy] tls_cert changed on or off; restart fastlb for that ({was} kept)"
+            log.warning("reload: %s", problem)
+            return problem
+        if server.tls is None:
+            return None
+        try:
+            server.tls = context_for(new)
+        except FastlbError as exc:
+            problem = f"kept the TLS certificate in use: {exc}"
+            log.error("reload: %s", problem)
+            return problem
+        log.info("reload: TLS certificate and key read again from %s", new.proxy.tls_cert)
+        return None
 
     def request_stop(self) -> None:
         self._stopping.set()

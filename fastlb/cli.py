@@ -58,6 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fastlb: {exc}", file=sys.stderr)
         return 2
     if args.check:
+        from fastlb.tls import context_for
+
+        try:
+            context_for(config)  # the certificate and key are read as at start
+        except ConfigError as exc:
+            print(f"fastlb: {exc}", file=sys.stderr)
+            return 2
         print(f"{config.source}: ok")
         return 0
     logging.basicConfig(

@@ -90,6 +90,10 @@ class ProxyConfig:
     # Client connections held at most (HAProxy's maxconn); past it, new ones wait in the
     # backlog. 0: derived from the descriptor limit (ulimit -n), with a reserve kept.
     max_connections: int = 0
+    # HTTPS on the listener: PEM files of the certificate (chain) and its private key, both
+    # or neither ("" = plain HTTP). Read by fastlb/tls.py at --check, at start, on SIGHUP.
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +293,8 @@ _PROXY_KEYS = (
     "shutdown_timeout",
     "tunnel_timeout",
     "max_connections",
+    "tls_cert",
+    "tls_key",
 )
 _ROUTING_KEYS = ("table", "key", "maglev_size", "classic_probe", "classic_hash", "balance_factor")
 _REPLICAS_KEYS = (
@@ -795,6 +801,19 @@ def _read_proxy(table: _Table) -> ProxyConfig:
         raise table.error(
             "high_water", f"expected more than low_water ({low_water}), got {high_water}"
         )
+    tls_cert = table.get("tls_cert", _path_text, d.tls_cert)
+    tls_key = table.get("tls_key", _path_text, d.tls_key)
+    if bool(tls_cert) != bool(tls_key):
+        # Blame the one left out: a certificate is served with its key, and a key alone is
+        # nothing to serve.
+        if tls_cert:
+            raise table.error(
+                "tls_key",
+                f"missing: tls_cert = {_toml(tls_cert)} needs its private key (a PEM file)",
+            )
+        raise table.error(
+            "tls_cert", f"missing: tls_key = {_toml(tls_key)} needs its certificate (a PEM file)"
+        )
     return ProxyConfig(
         host=host,
         port=port,
@@ -814,6 +833,8 @@ def _read_proxy(table: _Table) -> ProxyConfig:
         shutdown_timeout=table.get("shutdown_timeout", _POSITIVE_NUMBER, d.shutdown_timeout),
         tunnel_timeout=table.get("tunnel_timeout", _POSITIVE_NUMBER, d.tunnel_timeout),
         max_connections=table.get("max_connections", _NON_NEGATIVE_INTEGER, d.max_connections),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
 
 

@@ -202,6 +202,8 @@ def test_every_key_is_read() -> None:
         shutdown_timeout = 2.5
         tunnel_timeout = 120
         max_connections = 500
+        tls_cert = "/etc/fastlb/cert.pem"
+        tls_key = "key.pem"
 
         [routing]
         table = "classic"
@@ -279,6 +281,8 @@ def test_every_key_is_read() -> None:
             shutdown_timeout=2.5,
             tunnel_timeout=120.0,
             max_connections=500,
+            tls_cert="/etc/fastlb/cert.pem",
+            tls_key="key.pem",
         ),
         routing=RoutingConfig(
             table="classic",
@@ -1565,6 +1569,49 @@ def test_any_value_gives_a_config_or_a_config_error(place: tuple[str, str], valu
         ), message
     else:
         assert isinstance(cfg, Config)
+
+
+# --- [proxy] tls_cert and tls_key (what is in the files: tests/test_tls.py) ---------------------
+
+
+def test_tls_is_off_by_default_and_takes_both_paths() -> None:
+    assert (default().proxy.tls_cert, default().proxy.tls_key) == ("", "")
+    proxy = parse('[proxy]\ntls_cert = "certs/lb.pem"\ntls_key = "/etc/fastlb/lb.key"\n').proxy
+    assert (proxy.tls_cert, proxy.tls_key) == ("certs/lb.pem", "/etc/fastlb/lb.key")
+    # One file holding both, as HAProxy's crt takes it.
+    proxy = parse('[proxy]\ntls_cert = "lb.pem"\ntls_key = "lb.pem"\n').proxy
+    assert (proxy.tls_cert, proxy.tls_key) == ("lb.pem", "lb.pem")
+    # Both empty is plain HTTP, as neither is.
+    assert parse('[proxy]\ntls_cert = ""\ntls_key = ""\n') == default()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'tls_cert = "lb.pem"',
+            'lb.toml: [proxy] tls_key: missing: tls_cert = "lb.pem" needs its private key '
+            "(a PEM file)",
+        ),
+        (
+            'tls_key = "lb.key"',
+            'lb.toml: [proxy] tls_cert: missing: tls_key = "lb.key" needs its certificate '
+            "(a PEM file)",
+        ),
+        (
+            'tls_cert = "lb.pem"\ntls_key = ""',
+            'lb.toml: [proxy] tls_key: missing: tls_cert = "lb.pem" needs its private key',
+        ),
+        ("tls_cert = 1", "lb.toml: [proxy] tls_cert: expected a path (a string), got 1"),
+        (
+            'tls_key = ["a", "b"]',
+            'lb.toml: [proxy] tls_key: expected a path (a string), got ["a", "b"]',
+        ),
+        ('tls_crt = "lb.pem"', "lb.toml: [proxy] tls_crt: unknown key (did you mean tls_cert?)"),
+    ],
+)
+def test_tls_keys_come_in_pairs_and_are_paths(text: str, message: str) -> None:
+    assert error(f"[proxy]\n{text}\n").startswith(message)
 
 
 def test_a_key_that_needs_another_names_the_missing_one() -> None:

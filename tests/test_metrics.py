@@ -53,6 +53,7 @@ FAMILIES = {
     "fastlb_accepted_connections": "counter",
     "fastlb_accept_pauses": "counter",
     "fastlb_accept_deferred": "counter",
+    "fastlb_tls_handshake_failures": "counter",
     "fastlb_max_connections": "gauge",
     "fastlb_listen_queue": "gauge",
     "fastlb_dropped_writes": "counter",

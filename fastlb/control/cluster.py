@@ -77,8 +77,9 @@ class Cluster:
         )
         #: Called with (old, new) by every reload, before replicas are added or removed: the
         #: parts outside the cluster that hold configuration (the admin routes, the admin
-        #: listener) take theirs there. They must not raise.
-        self.on_reload: list[Callable[[Config, Config], None]] = []
+        #: listener, the TLS certificate) take theirs there. They must not raise: one that
+        #: could not take the new settings returns why, and the reload's summary says so.
+        self.on_reload: list[Callable[[Config, Config], str | None]] = []
 
     # Narrow views for the observers (metrics, status page) and the tests.
     @property
@@ -417,8 +418,7 @@ class Cluster:
         if self.server is not None:
             self.server.reconfigure(config.proxy, config.routing.key)
             self.server.balance_factor = config.routing.balance_factor
-        for hook in self.on_reload:
-            hook(old, config)
+        problems = [p for p in (hook(old, config) for hook in self.on_reload) if p]
         for member in self.members.values():
             member.weight = self._weights.get(member.name, 1)
             member.health.rise, member.health.fall = config.health.rise, config.health.fall
@@ -432,5 +432,7 @@ class Cluster:
         summary = f"reloaded {config.source}: {len(self.members)} replicas"
         if plan.add or plan.remove:
             summary += f" (+{len(plan.add)} -{len(plan.remove)})"
+        for problem in problems:
+            summary += f"; {problem}"
         self.events.add("reloaded", "-", summary)
         return summary

@@ -23,7 +23,7 @@ def forwarded_lines(client_ip: str, proto: str = "http") -> bytes:
 
 
 def request_head_out(head: RequestHead, client_ip: bytes, forwarded: bool, xff: bytes) -> bytes:
-    """The head to send to the replica. `xff` is `forwarded_lines(client_ip)`."""
+    """The head to send to the replica. `xff` is `forwarded_lines(client_ip, scheme)`."""
     raw = head.raw
     if not head.rewrite:
         return raw[:-2] + xff + b"\r\n" if forwarded else raw
@@ -79,7 +79,8 @@ def rewrite_head(
     if forwarded:
         if prior_xff:
             chain = b", ".join([*prior_xff, client_ip])
-            head += b"X-Forwarded-For: " + chain + b"\r\nX-Forwarded-Proto: http\r\n"
+            # xff's second line is this connection's X-Forwarded-Proto (http or https).
+            head += b"X-Forwarded-For: " + chain + b"\r\n" + xff.partition(b"\r\n")[2]
         else:
             head += xff
     return head + b"\r\n"

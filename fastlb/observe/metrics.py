@@ -272,6 +272,15 @@ class FastlbCollector(Collector):
             value=sum(s.accept_errors for s in servers),
         )
 
+        yield CounterMetricFamily(
+            "fastlb_tls_handshake_failures",
+            "TLS client connections closed before their handshake ended: a failed handshake "
+            "(plain HTTP sent to the HTTPS port, no common protocol version or cipher, a "
+            "client that refused the certificate), one not done within [proxy] "
+            "header_timeout, or a client that left during it. 0 on a plain listener.",
+            value=sum(s.tls_handshake_failures for s in servers),
+        )
+
         yield GaugeMetricFamily(
             "fastlb_max_connections",
             "The client connections the data port holds at most: [proxy] max_connections, or "

@@ -90,7 +90,7 @@ class ClientConnection(Port):
         ip = peer[0] if peer else ""
         exchange = self.exchange
         exchange.ip = ip.encode("latin-1")
-        exchange.xff = forwarded_lines(ip)
+        exchange.xff = forwarded_lines(ip, server.scheme)  # "https" on a TLS listener
         # HAProxy's `timeout http-request`: the first head must come within header_timeout.
         self.deadline = monotonic() + server.header_timeout
         server.client_made(self)
@@ -99,7 +99,15 @@ class ClientConnection(Port):
         self.exchange.client_data(data)
 
     def eof_received(self) -> bool:
-        return self.exchange.client_eof()
+        keep = self.exchange.client_eof()
+        if self.server.tls is None:
+            return keep
+        # A close_notify: asyncio's TLS has no half-close, it shuts the connection down
+        # whatever this returns (and warns per connection if asked to keep it). What the
+        # replica still sends could not be delivered (uvloop warns at each such write), so
+        # the replica is not read until connection_lost ends the exchange.
+        self.pause_writing()
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -21,6 +21,7 @@ import importlib
 import ipaddress
 import json
 import math
+import os
 import re
 import string
 import tomllib
@@ -94,6 +95,10 @@ class ProxyConfig:
     # or neither ("" = plain HTTP). Read by fastlb/tls.py at --check, at start, on SIGHUP.
     tls_cert: str = ""
     tls_key: str = ""
+    # Processes serving the data port, each on its own SO_REUSEPORT listener (fastlb/workers.py);
+    # 1: the main process serves it itself, as before workers existed. `"auto"` in the file
+    # reads as the CPUs this process may run on (os.sched_getaffinity).
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +300,7 @@ _PROXY_KEYS = (
     "max_connections",
     "tls_cert",
     "tls_key",
+    "workers",
 )
 _ROUTING_KEYS = ("table", "key", "maglev_size", "classic_probe", "classic_hash", "balance_factor")
 _REPLICAS_KEYS = (
@@ -498,6 +504,28 @@ _BALANCE_FACTOR = _number(
 _POSITIVE_INTEGER = _integer(1)
 _NON_NEGATIVE_INTEGER = _integer(0)
 _REPLICA_COUNT = _integer(1, MAX_REPLICAS)
+#: More worker processes than this is a typo, not a machine (HAProxy caps nbthread at 4096).
+MAX_WORKERS = 1024
+_WORKER_RULE = f'an integer from 1 to {MAX_WORKERS} or "auto"'
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which a container's cpuset
+    narrows), what `workers = "auto"` means."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _workers(value: object) -> int:
+    """[proxy] workers: a count, or "auto" for one per usable CPU (read at load time, so
+    --check and the running balancer agree on the number)."""
+    if value == "auto":
+        return min(usable_cpus(), MAX_WORKERS)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_WORKERS:
+        raise _expected(_WORKER_RULE, value)
+    return value
 
 
 def _weight_value(value: object) -> int:
@@ -835,6 +863,7 @@ def _read_proxy(table: _Table) -> ProxyConfig:
         max_connections=table.get("max_connections", _NON_NEGATIVE_INTEGER, d.max_connections),
         tls_cert=tls_cert,
         tls_key=tls_key,
+        workers=table.get("workers", _workers, d.workers),
     )
 
 

@@ -204,6 +204,7 @@ def test_every_key_is_read() -> None:
         max_connections = 500
         tls_cert = "/etc/fastlb/cert.pem"
         tls_key = "key.pem"
+        workers = 4
 
         [routing]
         table = "classic"
@@ -283,6 +284,7 @@ def test_every_key_is_read() -> None:
             max_connections=500,
             tls_cert="/etc/fastlb/cert.pem",
             tls_key="key.pem",
+            workers=4,
         ),
         routing=RoutingConfig(
             table="classic",
@@ -391,6 +393,11 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("proxy", "high_water", "0", "a positive integer"),
     ("proxy", "low_water", "-1", "an integer >= 0"),
     ("proxy", "backlog", "0", "a positive integer"),
+    ("proxy", "workers", "0", 'an integer from 1 to 1024 or "auto"'),
+    ("proxy", "workers", "1025", 'an integer from 1 to 1024 or "auto"'),
+    ("proxy", "workers", '"all"', 'an integer from 1 to 1024 or "auto"'),
+    ("proxy", "workers", "2.0", 'an integer from 1 to 1024 or "auto"'),
+    ("proxy", "workers", "true", 'an integer from 1 to 1024 or "auto"'),
     ("proxy", "max_connections", "-1", "an integer >= 0"),
     ("proxy", "max_connections", '"1k"', "an integer >= 0"),
     ("proxy", "max_connections", "10.5", "an integer >= 0"),
@@ -1826,3 +1833,11 @@ def test_ketama_refuses_more_weight_than_its_points_allow() -> None:
     assert parse(_heavy_static("maglev", 17)).replicas.count == 17
     local = '[routing]\ntable = "ketama"\n[replicas]\ncount = 3\nweights = { Server1 = 256 }\n'
     assert parse(local).routing.table == "ketama"
+
+
+def test_workers_default_count_and_auto() -> None:
+    import os
+
+    assert parse("").proxy.workers == 1
+    assert parse("[proxy]\nworkers = 3\n").proxy.workers == 3
+    assert parse('[proxy]\nworkers = "auto"\n').proxy.workers == len(os.sched_getaffinity(0))

@@ -25,6 +25,7 @@ from fastlb.proxy.server import ProxyServer
 from fastlb.proxy.upstream import Upstream
 from fastlb.replicas import Provider, Replica, make_provider
 from fastlb.tls import context_for, quiet_transport_noise
+from fastlb.workers import WorkerPool
 
 log = logging.getLogger("fastlb")
 
@@ -50,6 +51,9 @@ class Balancer:
         self.admin_server: ProxyServer | None = None
         self.admin_socket: AdminSocket | None = None
         self.classic: ClassicAdmin | None = None
+        #: [proxy] workers > 1: the processes serving the data port (then `server` listens
+        #: nowhere: it holds the route, the suspicion hook and the workers' summed counters).
+        self.workers: WorkerPool | None = None
         self._stopping = asyncio.Event()
         self.observers: list[Metrics | StatusPage] = []
         self._reloading: asyncio.Task[None] | None = None
@@ -103,10 +107,16 @@ class Balancer:
             tls=tls,
         )
         self.server.balance_factor = config.routing.balance_factor
-        if config.log.access:
-            self.server.access_log = AccessLog(config.log.access_file)
         self.cluster.attach(self.server)
-        await self._listen(self.server)
+        if config.proxy.workers > 1:
+            # The control plane stays here; the data port is the workers' (fastlb/workers.py).
+            self.workers = WorkerPool(config, self.server, routes if on_data_port else None)
+            self.cluster.publisher.watchers.append(self.workers)
+            await self.workers.start()
+        else:
+            if config.log.access:
+                self.server.access_log = AccessLog(config.log.access_file)
+            await self._listen(self.server)
         if config.admin.listen is not None and not on_data_port:
             self.admin_server = ProxyServer(
                 config.proxy,
@@ -123,7 +133,9 @@ class Balancer:
         self.cluster.on_reload.append(self._reconfigure)
         # Start the table-building worker now, so the first swap after a failure is quick.
         await self.cluster.publish()
-        host, port = self.server.address
+        host, port = (
+            (config.proxy.host, config.proxy.port) if self.workers else self.server.address
+        )
         listing = ", ".join(
             f"{info.name} ({info.address})" for info in self.cluster.replicas()
         )
@@ -142,6 +154,8 @@ class Balancer:
         the data listener a certificate and key read again. Where the admin surfaces listen
         needs a restart, as [proxy] listen does: said so. Returns what could not be taken."""
         problem = self._reload_tls(new)
+        if self.workers is not None:
+            self.workers.reconfigure(new)
         if self.classic is not None:
             self.classic.admin = new.admin
         if self.admin_server is not None:
@@ -202,7 +216,9 @@ class Balancer:
             await self.admin_socket.close()
         if self.admin_server is not None:
             self.admin_server.stop_accepting()
-        if self.server is not None:
+        if self.workers is not None:
+            await self.workers.stop(grace)
+        elif self.server is not None:
             await self.server.stop(grace)
         if self.admin_server is not None:
             await self.admin_server.stop(0.5)

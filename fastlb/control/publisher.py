@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from fastlb.build import table_inputs
 from fastlb.control.members import Member
@@ -23,6 +23,15 @@ from fastlb.control.tables import TableBuilder
 from fastlb.proxy.server import ProxyServer
 from fastlb.proxy.upstream import Upstream
 from fastlb.routing import Route
+
+
+class RouteWatcher(Protocol):
+    """Told of what the data path is told: the worker processes' pool (fastlb.workers),
+    whose workers hold copies of the route and of the `up` flags."""
+
+    def route_set(self, route: Route[Upstream] | None) -> None: ...
+
+    def marked(self) -> None: ...
 
 
 class Publisher:
@@ -38,6 +47,7 @@ class Publisher:
         self.tables = tables
         self.spawn = spawn
         self.server: ProxyServer | None = None
+        self.watchers: list[RouteWatcher] = []
         #: Tables built since start (a health flap must build none: tests count them).
         self.builds = 0
         self._lock = asyncio.Lock()
@@ -59,6 +69,8 @@ class Publisher:
             if upstream is not None:
                 upstream.up = member.routable
                 upstream.weight = member.weight  # bounded loads read it (set weight, reload)
+        for watcher in self.watchers:
+            watcher.marked()
 
     def _in_table(self) -> list[tuple[str, int, Upstream]]:
         return [
@@ -111,6 +123,8 @@ class Publisher:
                 self._membership = None
             if self.server is not None and route is not current:
                 self.server.set_route(route)
+                for watcher in self.watchers:
+                    watcher.route_set(route)
             self._done = generation
 
     def soon(self) -> None:

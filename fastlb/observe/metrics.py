@@ -32,6 +32,7 @@ from fastlb.proxy.client import LocalHandler, LocalRequest
 if TYPE_CHECKING:
     from fastlb.app import Balancer
     from fastlb.proxy.server import ProxyServer
+    from fastlb.workers import WorkerPool
 
 #: The text exposition format generate_latest() writes (spelled out rather than taken from
 #: prometheus_client, whose CONTENT_TYPE_LATEST follows the library's newest format).
@@ -64,6 +65,7 @@ class FastlbCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         cluster = self.balancer.cluster
+        pool = self.balancer.workers
         servers = self._servers()
         members = list(cluster.members.values())
         live = [(m.name, m.upstream) for m in members if m.upstream is not None]
@@ -231,7 +233,8 @@ class FastlbCollector(Collector):
             labels=["replica", "state"],
         )
         for name, up in live:
-            backend.add_metric([name, "idle"], len(up.idle))
+            idle = pool.idle.get(name, 0) if pool is not None else len(up.idle)
+            backend.add_metric([name, "idle"], idle)
             backend.add_metric([name, "active"], up.active)
         yield backend
 
@@ -248,7 +251,7 @@ class FastlbCollector(Collector):
         yield GaugeMetricFamily(
             "fastlb_client_connections",
             "Client connections open to fastlb now (the data port and the admin listener).",
-            value=sum(len(s.clients) for s in servers),
+            value=sum(len(s.clients) for s in servers) + (pool.clients if pool else 0),
         )
 
         yield CounterMetricFamily(
@@ -291,7 +294,7 @@ class FastlbCollector(Collector):
         yield GaugeMetricFamily(
             "fastlb_listen_queue",
             "Client connections waiting in the listening sockets' backlog, not accepted yet.",
-            value=sum(s.waiting() for s in servers),
+            value=sum(s.waiting() for s in servers) + (pool.waiting if pool else 0),
         )
 
         yield CounterMetricFamily(
@@ -329,6 +332,48 @@ class FastlbCollector(Collector):
             "connection on, forwarding nothing.",
             value=sum(s.refused for s in servers),
         )
+        if pool is not None:
+            yield from _worker_families(pool)
+
+
+def _worker_families(pool: WorkerPool) -> Iterator[Metric]:
+    """Per-worker series ([proxy] workers > 1): each worker's share of the traffic, its
+    restarts, and how long the last route change took to reach every worker."""
+    rows = pool.per_worker()
+    requests = CounterMetricFamily(
+        "fastlb_worker_requests",
+        "Request heads each worker process received (the kernel spreads connections over "
+        "their SO_REUSEPORT listeners); counts restart from 0 with the worker.",
+        labels=["worker"],
+    )
+    accepted = CounterMetricFamily(
+        "fastlb_worker_accepted_connections",
+        "Client connections each worker process accepted.",
+        labels=["worker"],
+    )
+    restarts = CounterMetricFamily(
+        "fastlb_worker_restarts",
+        "Times the main process started a worker again after it exited.",
+        labels=["worker"],
+    )
+    pids = GaugeMetricFamily(
+        "fastlb_worker_pid", "The process id of each worker now.", labels=["worker"]
+    )
+    for index, pid, restarted, served, taken in rows:
+        label = [str(index)]
+        requests.add_metric(label, served)
+        accepted.add_metric(label, taken)
+        restarts.add_metric(label, restarted)
+        pids.add_metric(label, pid)
+    yield requests
+    yield accepted
+    yield restarts
+    yield pids
+    yield GaugeMetricFamily(
+        "fastlb_worker_route_seconds",
+        "Seconds from the last route change in the main process to the last worker using it.",
+        value=pool.route_seconds,
+    )
 
 
 class Metrics:
@@ -351,6 +396,8 @@ class Metrics:
         method = request.head.method
         if method not in (b"GET", b"HEAD"):
             return method_not_allowed(method, request.head.target, (b"GET", b"HEAD"))
+        if self.balancer.workers is not None:
+            await self.balancer.workers.refresh()  # the workers' counters, summed, now
         body = generate_latest(self.registry)
         head = b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
             CONTENT_TYPE,

@@ -154,6 +154,9 @@ class ProxyServer:
         self.access_log: AccessLog | None = None
         #: Called with a replica's name when the data path saw it refuse or reset.
         self.on_suspect: Callable[[str], None] | None = None
+        #: Listen with SO_REUSEPORT: a worker process (fastlb/worker.py) shares the data port
+        #: with the other workers, the kernel spreading new connections over their listeners.
+        self.reuse_port = False
         # The listener's counters (plain ints, for /metrics).
         self.accepted = 0  # client connections accepted
         self.accept_pauses = 0  # times accepting stopped at max_connections (clients waited)
@@ -221,7 +224,7 @@ class ProxyServer:
                     backlog,
                     somaxconn,
                 )
-        self._sockets = listening_sockets(host, port, backlog)
+        self._sockets = listening_sockets(host, port, backlog, reuse_port=self.reuse_port)
         self._resume_accepting()
         self._sweeper = self.loop.call_later(self.tick, self._sweep)
 
@@ -498,7 +501,9 @@ class ProxyServer:
                 upstream.close_idle()
 
 
-def listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
+def listening_sockets(
+    host: str, port: int, backlog: int, *, reuse_port: bool = False
+) -> list[socket.socket]:
     """Sockets bound and listening on each address `host` resolves to.
 
     Bound here, not by create_server(host, port): uvloop resolves the host there in libuv's
@@ -506,6 +511,10 @@ def listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]
     process with threads pays for them on every socket call of the data path (the kernel counts
     file references atomically, glibc takes its malloc and cancellation locks). The blocking
     resolution here runs once, before anything is served.
+
+    `reuse_port`: SO_REUSEPORT, so that each worker process has a listener (and an accept
+    queue) of its own on the one port. A queue dies with its worker: the connections in it
+    are reset unless net.ipv4.tcp_migrate_req moves them to another listener (README).
     """
     infos = socket.getaddrinfo(
         host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
@@ -520,6 +529,8 @@ def listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 # Each family gets its own socket, as asyncio does: "::" must not also claim
                 # the IPv4 port the next socket binds.

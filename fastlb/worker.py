@@ -201,7 +201,21 @@ class Worker:
             ask = next(self._asks)
             future: asyncio.Future[bytes] = self.loop.create_future()
             self._answers[ask] = future
-            self.send(("local", ask, path, request))
+            head = request.head
+            # As plain values: RequestHead and LocalRequest are compiled classes that do not
+            # pickle; fastlb.workers.local_request puts them together again.
+            fields = (
+                head.raw,
+                head.method,
+                head.target,
+                head.http11,
+                head.keep_alive,
+                head.length,
+                head.rewrite,
+                head.key_value,
+                head.upgrade,
+            )
+            self.send(("local", ask, path, (fields, request.body, request.client_ip)))
             try:
                 return await future
             finally:

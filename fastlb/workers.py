@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Final
 from fastlb.config import Config
 from fastlb.control.tables import _PACKAGE_ROOT, LENGTH_BYTES, frame
 from fastlb.errors import FastlbError
+from fastlb.http.head import RequestHead
 from fastlb.proxy.client import LocalHandler, LocalRequest
 from fastlb.proxy.upstream import Upstream
 from fastlb.routing import Route
@@ -119,6 +120,12 @@ def snapshot(server: ProxyServer, upstreams: dict[str, Upstream]) -> dict[str, A
         }
     values["upstreams"] = ups
     return values
+
+
+def local_request(relayed: Any) -> LocalRequest:
+    """The LocalRequest a worker relayed as plain values (fastlb.worker.Worker._relay)."""
+    fields, body, client_ip = relayed
+    return LocalRequest(RequestHead(*fields), body, client_ip)
 
 
 def _add(total: dict[str, Any], part: dict[str, Any], gauges: bool) -> None:
@@ -274,8 +281,10 @@ class WorkerPool:
                 head = await stdout.readexactly(LENGTH_BYTES)
                 message = pickle.loads(await stdout.readexactly(int.from_bytes(head, "big")))
                 self._handle(slot, message)
-        except (asyncio.IncompleteReadError, OSError, pickle.UnpicklingError, EOFError):
+        except (asyncio.IncompleteReadError, OSError):
             pass
+        except Exception:  # unreadable: a worker out of step is replaced, not trusted
+            log.exception("worker %d sent what cannot be read; replacing it", slot.index)
         with contextlib.suppress(ProcessLookupError):
             process.kill()  # one that closed its stdout but lingers is no use
         code = await process.wait()
@@ -424,9 +433,9 @@ class WorkerPool:
     async def _answer(self, slot: WorkerProcess, ask: int, path: bytes, request: object) -> None:
         handler = self.local.get(path)
         answer = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
-        if handler is not None and isinstance(request, LocalRequest):
+        if handler is not None:
             try:
-                answer = await handler(request)
+                answer = await handler(local_request(request))
             except Exception:
                 log.exception("admin route %r failed", path)
                 answer = (

@@ -1,0 +1,249 @@
+"""[proxy] workers = 2, as real processes: fastlb's main process, its two workers sharing the
+data port with SO_REUSEPORT, and real backends (tests/backends.py) behind a static provider.
+
+Connections are spread by the kernel (a hash of the 4-tuple), so the tests open fresh
+connections, many of them, where both workers must take some.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    Backend,
+    Fastlb,
+    alive,
+    children_of,
+    load_in_background,
+    read_response,
+    static_config,
+    wait_for,
+    wait_gone,
+)
+
+StartFastlb = Callable[[str], Fastlb]
+StartBackend = Callable[..., Backend]
+
+HEALTH = "[health]\ninterval = 0.2\ntimeout = 0.2\nfall = 2\nrise = 2\n"
+
+
+def config(backends: list[Backend], workers: int, extra: str = "") -> str:
+    text = static_config(
+        0,
+        [(f"B{i}", b.port) for i, b in enumerate(backends)],
+        proxy=f"workers = {workers}",
+    ).replace('"127.0.0.1:0"', '"127.0.0.1:{port}"')
+    return text + HEALTH + extra
+
+
+def metrics(port: int) -> dict[str, float]:
+    """The /metrics page, read through the data port, as {series: value}."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        head, body = read_response(sock, bytearray())
+    assert head.startswith(b"HTTP/1.1 200"), head
+    series: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            series[name] = float(value)
+    return series
+
+
+def worker_pids(port: int) -> dict[str, int]:
+    found = {}
+    for name, value in metrics(port).items():
+        match = re.fullmatch(r'fastlb_worker_pid\{worker="(\d+)"\}', name)
+        if match:
+            found[match.group(1)] = int(value)
+    return found
+
+
+def worker_pid_now(port: int, worker: str) -> int | None:
+    """Worker `worker`'s pid, or None when asking failed: right after a worker is killed, a
+    connect can land in its dying accept queue and be reset (tcp_migrate_req off)."""
+    try:
+        return worker_pids(port).get(worker)
+    except OSError:
+        return None
+
+
+def served_by(port: int, keys: list[str], per_connection: int = 50) -> dict[str, str]:
+    """Each key (as the path) -> X-Served-By, over fresh connections of `per_connection`
+    keep-alive requests each (so that both workers take some)."""
+    answers: dict[str, str] = {}
+    for start in range(0, len(keys), per_connection):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            buf = bytearray()
+            for key in keys[start : start + per_connection]:
+                sock.sendall(f"GET /{key} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                head, _ = read_response(sock, buf)
+                assert head.startswith(b"HTTP/1.1 200"), head
+                match = re.search(rb"\r\nX-Served-By: *([^\r]*)", head, re.I)
+                assert match, head
+                answers[key] = match.group(1).decode()
+    return answers
+
+
+def served_totals(series: dict[str, float]) -> float:
+    return sum(
+        v for k, v in series.items() if k.startswith("fastlb_requests_total{") and "none" not in k
+    )
+
+
+@pytest.fixture
+def backends(start_backend: StartBackend) -> list[Backend]:
+    return [start_backend("echo", name=f"B{i}") for i in range(3)]
+
+
+def test_two_workers_serve_and_metrics_sum_both(
+    start_fastlb: StartFastlb, backends: list[Backend]
+) -> None:
+    lb = start_fastlb(config(backends, 2))
+    pids = worker_pids(lb.port)
+    assert len(pids) == 2 and lb.proc.pid not in pids.values()
+    assert set(pids.values()) <= set(children_of(lb.proc.pid))
+    served_by(lb.port, [f"k{i}" for i in range(400)], per_connection=5)
+    series = metrics(lb.port)
+    per_worker = [series[f'fastlb_worker_accepted_connections_total{{worker="{w}"}}'] for w in "01"]
+    print(f"\nconnections accepted per worker: {per_worker}")
+    # 80 connections, spread by the kernel's hash: each worker took some.
+    assert all(n >= 5 for n in per_worker), per_worker
+    # The main process answers nothing itself: the sums are the workers' (400 proxied).
+    assert served_totals(series) == 400
+    assert series["fastlb_accepted_connections_total"] == sum(per_worker)
+
+
+def test_routing_is_that_of_one_process(
+    start_fastlb: StartFastlb, backends: list[Backend]
+) -> None:
+    keys = [f"user-{i}" for i in range(2000)]
+    many = start_fastlb(config(backends, 2))
+    one = start_fastlb(config(backends, 1))
+    through_workers = served_by(many.port, keys)
+    through_one = served_by(one.port, keys)
+    assert len(set(through_one.values())) == 3
+    moved = [k for k in keys if through_workers[k] != through_one[k]]
+    assert moved == []
+    series = metrics(many.port)
+    assert all(series[f'fastlb_worker_requests_total{{worker="{w}"}}'] > 0 for w in "01")
+
+
+def test_a_health_change_reaches_both_workers(
+    start_fastlb: StartFastlb, backends: list[Backend]
+) -> None:
+    lb = start_fastlb(config(backends, 2))
+    keys = [f"k{i}" for i in range(300)]
+    before = served_by(lb.port, keys, per_connection=5)
+    assert "B1" in before.values()
+    os.kill(backends[1].proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(
+            lambda: metrics(lb.port)['fastlb_replica_up{replica="B1"}'] == 0.0,
+            5.0,
+            "B1 marked down",
+        )
+        start = metrics(lb.port)
+        after = served_by(lb.port, keys, per_connection=5)
+        end = metrics(lb.port)
+        assert "B1" not in after.values()
+        # Only B1's keys moved.
+        assert all(after[k] == before[k] for k in keys if before[k] != "B1")
+        for w in "01":
+            name = f'fastlb_worker_requests_total{{worker="{w}"}}'
+            assert end[name] - start[name] >= 10, (w, start[name], end[name])
+    finally:
+        os.kill(backends[1].proc.pid, signal.SIGCONT)
+
+
+def test_a_route_change_reaches_every_worker(
+    start_fastlb: StartFastlb, backends: list[Backend], tmp_path: Path
+) -> None:
+    """A table rebuild (set weight over the admin socket) is in use in both workers at once;
+    the time from the change to the last worker using it is measured."""
+    sock = tmp_path / "admin.sock"
+    lb = start_fastlb(config(backends, 2, f'[admin]\nsocket = "{sock}"\n'))
+    keys = [f"k{i}" for i in range(600)]
+    before = served_by(lb.port, keys, per_connection=5)
+    with socket.socket(socket.AF_UNIX) as admin:
+        admin.settimeout(5)
+        admin.connect(str(sock))
+        admin.sendall(b"set weight B0 5\n")
+        assert admin.recv(4096)
+    wait_for(
+        lambda: metrics(lb.port)["fastlb_table_builds_total"] >= 2, 5.0, "the table rebuilt"
+    )
+    lag = metrics(lb.port)["fastlb_worker_route_seconds"]
+    print(f"\nroute change to the last worker using it: {lag * 1e3:.2f} ms")
+    assert 0 < lag < 0.5
+    after = served_by(lb.port, keys, per_connection=5)
+    gained = [k for k in keys if after[k] == "B0" and before[k] != "B0"]
+    assert len(gained) > 100
+    assert all(after[k] == "B0" for k in keys if before[k] == "B0")
+
+
+def test_a_killed_worker_costs_only_its_connections_and_is_restarted(
+    start_fastlb: StartFastlb, backends: list[Backend]
+) -> None:
+    lb = start_fastlb(config(backends, 2))
+    pids = worker_pids(lb.port)
+    concurrency = 16
+    thread, results = load_in_background(lb.port, 5.0, concurrency=concurrency)
+    try:
+        time.sleep(1.5)
+        os.kill(pids["0"], signal.SIGKILL)
+        wait_for(
+            lambda: worker_pid_now(lb.port, "0") not in (None, pids["0"]), 5.0, "a new worker 0"
+        )
+    finally:
+        thread.join()
+    (result,) = results
+    kinds: dict[str, int] = {}
+    for failure in result.failures:
+        kind = failure.split(":")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    migrate = Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip()
+    print(
+        f"\n{result.ok} requests, {len(result.failures)} failed with the worker kill "
+        f"(net.ipv4.tcp_migrate_req = {migrate}): {kinds}"
+    )
+    # What failed was a request in flight on one of the killed worker's connections (an
+    # IncompleteReadError: at most one per client connection, of `concurrency`), or a connect
+    # that sat in its accept queue when it died (reset, unless tcp_migrate_req moved it).
+    assert len(result.failures) <= 2 * concurrency
+    assert kinds.get("IncompleteReadError", 0) <= concurrency
+    assert result.ok > 500
+    series = metrics(lb.port)
+    assert series['fastlb_worker_restarts_total{worker="0"}'] == 1
+    assert series['fastlb_worker_restarts_total{worker="1"}'] == 0
+    # Both serve again: the new worker 0 takes fresh connections too.
+    start = series['fastlb_worker_accepted_connections_total{worker="0"}']
+    served_by(lb.port, [f"k{i}" for i in range(200)], per_connection=5)
+    assert metrics(lb.port)['fastlb_worker_accepted_connections_total{worker="0"}'] > start
+
+
+def test_sigterm_ends_every_worker(start_fastlb: StartFastlb, backends: list[Backend]) -> None:
+    lb = start_fastlb(config(backends, 2))
+    pids = list(worker_pids(lb.port).values())
+    assert all(alive(p) for p in pids)
+    lb.proc.send_signal(signal.SIGTERM)
+    assert lb.proc.wait(timeout=15) == 0
+    assert wait_gone(pids, 5.0) == []
+
+
+def test_no_worker_outlives_a_killed_main_process(
+    start_fastlb: StartFastlb, backends: list[Backend]
+) -> None:
+    lb = start_fastlb(config(backends, 2))
+    pids = list(worker_pids(lb.port).values())
+    lb.proc.kill()
+    lb.proc.wait(timeout=5)
+    assert wait_gone(pids, 5.0) == []

@@ -108,6 +108,8 @@ class Balancer:
         )
         self.server.balance_factor = config.routing.balance_factor
         self.cluster.attach(self.server)
+        # Before the listeners open: a SIGHUP while workers start must reach them too.
+        self.cluster.on_reload.append(self._reconfigure)
         if config.proxy.workers > 1:
             # The control plane stays here; the data port is the workers' (fastlb/workers.py).
             self.workers = WorkerPool(config, self.server, routes if on_data_port else None)
@@ -130,7 +132,6 @@ class Balancer:
         if config.admin.socket:
             self.admin_socket = AdminSocket(self.cluster)
             await self.admin_socket.start(config.admin.socket)
-        self.cluster.on_reload.append(self._reconfigure)
         # Start the table-building worker now, so the first swap after a failure is quick.
         await self.cluster.publish()
         host, port = (

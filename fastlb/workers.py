@@ -456,7 +456,8 @@ class WorkerPool:
         asks: list[asyncio.Future[dict[str, Any]]] = []
         loop = asyncio.get_running_loop()
         for slot in self.slots:
-            if slot.ready is None or not slot.ready.done() or slot.ready.exception():
+            ready = slot.ready
+            if ready is None or not ready.done() or ready.cancelled() or ready.exception():
                 continue
             ask = next(self._asks)
             future: asyncio.Future[dict[str, Any]] = loop.create_future()
@@ -508,11 +509,21 @@ class WorkerPool:
                 upstream.duration_sum = up["duration_sum"]
             upstream.active = up["active"]
 
-    def per_worker(self) -> list[tuple[int, int, int, int, int]]:
-        """(index, pid, restarts, requests, accepted) of each worker, from its last snapshot."""
+    def per_worker(self) -> list[tuple[int, int, bool, int, int, int]]:
+        """(index, pid, listening, restarts, requests, accepted) of each worker, the counts
+        from its last snapshot."""
         rows = []
         for slot in self.slots:
             last = slot.last or {}
+            ready = slot.ready
+            listening = (
+                ready is not None
+                and ready.done()
+                and not ready.cancelled()
+                and ready.exception() is None
+                and slot.process is not None
+                and slot.process.returncode is None
+            )
             served, taken = last.get("requests", 0), last.get("accepted", 0)
-            rows.append((slot.index, slot.pid, slot.restarts, served, taken))
+            rows.append((slot.index, slot.pid, listening, slot.restarts, served, taken))
         return rows

@@ -7,6 +7,7 @@ connections, many of them, where both workers must take some.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -33,6 +34,19 @@ StartFastlb = Callable[[str], Fastlb]
 StartBackend = Callable[..., Backend]
 
 HEALTH = "[health]\ninterval = 0.2\ntimeout = 0.2\nfall = 2\nrise = 2\n"
+
+
+def start_workers(start_fastlb: StartFastlb, text: str) -> Fastlb:
+    """fastlb with its workers all listening (the port answers once the first one does)."""
+    lb = start_fastlb(text)
+    wait_for(
+        lambda: all(
+            v == 1.0 for k, v in metrics(lb.port).items() if k.startswith("fastlb_worker_up{")
+        ),
+        10.0,
+        "every worker listening",
+    )
+    return lb
 
 
 def config(backends: list[Backend], workers: int, extra: str = "") -> str:
@@ -67,13 +81,16 @@ def worker_pids(port: int) -> dict[str, int]:
     return found
 
 
-def worker_pid_now(port: int, worker: str) -> int | None:
-    """Worker `worker`'s pid, or None when asking failed: right after a worker is killed, a
-    connect can land in its dying accept queue and be reset (tcp_migrate_req off)."""
+def listening_pid(port: int, worker: str) -> int | None:
+    """Worker `worker`'s pid once it listens, or None (or when asking failed: right after a
+    worker is killed, a connect can land in its dying accept queue and be reset)."""
     try:
-        return worker_pids(port).get(worker)
+        series = metrics(port)
     except OSError:
         return None
+    if series.get(f'fastlb_worker_up{{worker="{worker}"}}') != 1.0:
+        return None
+    return int(series[f'fastlb_worker_pid{{worker="{worker}"}}'])
 
 
 def served_by(port: int, keys: list[str], per_connection: int = 50) -> dict[str, str]:
@@ -107,7 +124,7 @@ def backends(start_backend: StartBackend) -> list[Backend]:
 def test_two_workers_serve_and_metrics_sum_both(
     start_fastlb: StartFastlb, backends: list[Backend]
 ) -> None:
-    lb = start_fastlb(config(backends, 2))
+    lb = start_workers(start_fastlb, config(backends, 2))
     pids = worker_pids(lb.port)
     assert len(pids) == 2 and lb.proc.pid not in pids.values()
     assert set(pids.values()) <= set(children_of(lb.proc.pid))
@@ -126,7 +143,7 @@ def test_routing_is_that_of_one_process(
     start_fastlb: StartFastlb, backends: list[Backend]
 ) -> None:
     keys = [f"user-{i}" for i in range(2000)]
-    many = start_fastlb(config(backends, 2))
+    many = start_workers(start_fastlb, config(backends, 2))
     one = start_fastlb(config(backends, 1))
     through_workers = served_by(many.port, keys)
     through_one = served_by(one.port, keys)
@@ -140,7 +157,7 @@ def test_routing_is_that_of_one_process(
 def test_a_health_change_reaches_both_workers(
     start_fastlb: StartFastlb, backends: list[Backend]
 ) -> None:
-    lb = start_fastlb(config(backends, 2))
+    lb = start_workers(start_fastlb, config(backends, 2))
     keys = [f"k{i}" for i in range(300)]
     before = served_by(lb.port, keys, per_connection=5)
     assert "B1" in before.values()
@@ -170,7 +187,7 @@ def test_a_route_change_reaches_every_worker(
     """A table rebuild (set weight over the admin socket) is in use in both workers at once;
     the time from the change to the last worker using it is measured."""
     sock = tmp_path / "admin.sock"
-    lb = start_fastlb(config(backends, 2, f'[admin]\nsocket = "{sock}"\n'))
+    lb = start_workers(start_fastlb, config(backends, 2, f'[admin]\nsocket = "{sock}"\n'))
     keys = [f"k{i}" for i in range(600)]
     before = served_by(lb.port, keys, per_connection=5)
     with socket.socket(socket.AF_UNIX) as admin:
@@ -193,7 +210,7 @@ def test_a_route_change_reaches_every_worker(
 def test_a_killed_worker_costs_only_its_connections_and_is_restarted(
     start_fastlb: StartFastlb, backends: list[Backend]
 ) -> None:
-    lb = start_fastlb(config(backends, 2))
+    lb = start_workers(start_fastlb, config(backends, 2))
     pids = worker_pids(lb.port)
     concurrency = 16
     thread, results = load_in_background(lb.port, 5.0, concurrency=concurrency)
@@ -201,7 +218,7 @@ def test_a_killed_worker_costs_only_its_connections_and_is_restarted(
         time.sleep(1.5)
         os.kill(pids["0"], signal.SIGKILL)
         wait_for(
-            lambda: worker_pid_now(lb.port, "0") not in (None, pids["0"]), 5.0, "a new worker 0"
+            lambda: listening_pid(lb.port, "0") not in (None, pids["0"]), 5.0, "a new worker 0"
         )
     finally:
         thread.join()
@@ -231,7 +248,7 @@ def test_a_killed_worker_costs_only_its_connections_and_is_restarted(
 
 
 def test_sigterm_ends_every_worker(start_fastlb: StartFastlb, backends: list[Backend]) -> None:
-    lb = start_fastlb(config(backends, 2))
+    lb = start_workers(start_fastlb, config(backends, 2))
     pids = list(worker_pids(lb.port).values())
     assert all(alive(p) for p in pids)
     lb.proc.send_signal(signal.SIGTERM)
@@ -242,8 +259,52 @@ def test_sigterm_ends_every_worker(start_fastlb: StartFastlb, backends: list[Bac
 def test_no_worker_outlives_a_killed_main_process(
     start_fastlb: StartFastlb, backends: list[Backend]
 ) -> None:
-    lb = start_fastlb(config(backends, 2))
+    lb = start_workers(start_fastlb, config(backends, 2))
     pids = list(worker_pids(lb.port).values())
     lb.proc.kill()
     lb.proc.wait(timeout=5)
     assert wait_gone(pids, 5.0) == []
+
+
+def status_of(port: int, path: str) -> tuple[bytes, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        return read_response(sock, bytearray())
+
+
+def test_admin_routes_answer_for_the_whole_balancer_through_either_worker(
+    start_fastlb: StartFastlb, backends: list[Backend]
+) -> None:
+    lb = start_workers(start_fastlb, config(backends, 2))
+    before = metrics(lb.port)
+    for _ in range(40):  # fresh connections: both workers relay some
+        head, body = status_of(lb.port, "/rep")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert json.loads(body)["message"]["replicas"] == ["B0", "B1", "B2"]
+        head, body = status_of(lb.port, "/status.json")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert body.startswith(b"{")
+    after = metrics(lb.port)
+    for w in "01":
+        name = f'fastlb_worker_requests_total{{worker="{w}"}}'
+        assert after[name] - before[name] >= 5
+
+
+def test_sighup_reaches_every_worker(start_fastlb: StartFastlb, backends: list[Backend]) -> None:
+    lb = start_workers(start_fastlb, config(backends, 2))
+    assert status_of(lb.port, "/other")[0].startswith(b"HTTP/1.1 200")
+    lb.config.write_text(
+        lb.config.read_text().replace("replica_paths = []", 'replica_paths = ["/only"]')
+    )
+    lb.proc.send_signal(signal.SIGHUP)
+
+    def refused_everywhere() -> bool:
+        return all(status_of(lb.port, "/other")[0].startswith(b"HTTP/1.1 400") for _ in range(30))
+
+    wait_for(refused_everywhere, 5.0, "the reload in both workers")
+    before = metrics(lb.port)
+    assert all(status_of(lb.port, "/other")[0].startswith(b"HTTP/1.1 400") for _ in range(40))
+    after = metrics(lb.port)
+    for w in "01":
+        name = f'fastlb_worker_requests_total{{worker="{w}"}}'
+        assert after[name] - before[name] >= 5

@@ -359,8 +359,14 @@ def _worker_families(pool: WorkerPool) -> Iterator[Metric]:
     pids = GaugeMetricFamily(
         "fastlb_worker_pid", "The process id of each worker now.", labels=["worker"]
     )
-    for index, pid, restarted, served, taken in rows:
+    up = GaugeMetricFamily(
+        "fastlb_worker_up",
+        "1 while the worker process listens on the data port, 0 while it is (re)starting.",
+        labels=["worker"],
+    )
+    for index, pid, listening, restarted, served, taken in rows:
         label = [str(index)]
+        up.add_metric(label, 1.0 if listening else 0.0)
         requests.add_metric(label, served)
         accepted.add_metric(label, taken)
         restarts.add_metric(label, restarted)
@@ -369,6 +375,7 @@ def _worker_families(pool: WorkerPool) -> Iterator[Metric]:
     yield accepted
     yield restarts
     yield pids
+    yield up
     yield GaugeMetricFamily(
         "fastlb_worker_route_seconds",
         "Seconds from the last route change in the main process to the last worker using it.",

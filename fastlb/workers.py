@@ -214,6 +214,7 @@ class WorkerPool:
         self._asks = itertools.count(1)
         self._retired: dict[str, Any] = {}
         self._stopping = False
+        self._started = False  # every worker listened once: from then on, deaths restart
         self._refresher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Gauges the main's own objects cannot hold (its server has no clients): the sums.
@@ -240,6 +241,7 @@ class WorkerPool:
             raise FastlbError(
                 f"the workers did not listen on {host}:{port} within {START_TIMEOUT:g} s"
             ) from None
+        self._started = True
         self._refresher = asyncio.ensure_future(self._refresh_loop())
         log.info(
             "%d workers listening on %s:%d (pids %s)",
@@ -323,7 +325,8 @@ class WorkerPool:
         slot.waiting.clear()
         if slot.ready is not None and not slot.ready.done():
             slot.ready.set_exception(FastlbError(f"worker {slot.index} exited ({code}) at start"))
-            return
+            if not self._started:
+                return  # the balancer's start fails with that reason
         if self._stopping:
             return
         lived = time.monotonic() - slot.started
@@ -353,8 +356,16 @@ class WorkerPool:
             async with asyncio.timeout(START_TIMEOUT):
                 await slot.ready
         except (FastlbError, OSError, TimeoutError) as exc:
+            # Its reader sees it exit and schedules the next try (a worker that did not
+            # listen exits: "failed" is its last word); one that hangs is killed here.
             log.error("worker %d did not start again: %s", slot.index, exc)
-            return  # its reader saw it exit and schedules the next try
+            process = slot.process
+            if isinstance(exc, TimeoutError) and process is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            if isinstance(exc, OSError):  # not even started: no reader will see an exit
+                self._exited(slot, -1)
+            return
         log.info("worker %d started again (pid %d)", slot.index, slot.pid)
 
     async def stop(self, grace: float) -> None:

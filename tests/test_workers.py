@@ -276,6 +276,10 @@ def test_admin_routes_answer_for_the_whole_balancer_through_either_worker(
     start_fastlb: StartFastlb, backends: list[Backend]
 ) -> None:
     lb = start_workers(start_fastlb, config(backends, 2))
+    served_by(lb.port, [f"k{i}" for i in range(200)], per_connection=5)
+    head, body = status_of(lb.port, "/status.json")
+    totals = json.loads(body)["totals"]
+    assert (totals["requests"], totals["replicas"], totals["up"]) == (200, 3, 3)
     before = metrics(lb.port)
     for _ in range(40):  # fresh connections: both workers relay some
         head, body = status_of(lb.port, "/rep")

@@ -234,6 +234,8 @@ class StatusPage:
         if refused is not None:
             return refused
         self.sampler.start()
+        if self.balancer.workers is not None:
+            await self.balancer.workers.refresh()  # totals of every worker, now
         body = json.dumps(self.snapshot(), separators=(",", ":")).encode()
         return _response(request, b"application/json", body)
 

@@ -216,6 +216,7 @@ def test_a_killed_worker_costs_only_its_connections_and_is_restarted(
     thread, results = load_in_background(lb.port, 5.0, concurrency=concurrency)
     try:
         time.sleep(1.5)
+        counted = served_totals(metrics(lb.port))  # worker 0's share included
         os.kill(pids["0"], signal.SIGKILL)
         wait_for(
             lambda: listening_pid(lb.port, "0") not in (None, pids["0"]), 5.0, "a new worker 0"
@@ -239,12 +240,27 @@ def test_a_killed_worker_costs_only_its_connections_and_is_restarted(
     assert kinds.get("IncompleteReadError", 0) <= concurrency
     assert result.ok > 500
     series = metrics(lb.port)
+    assert served_totals(series) >= counted  # sums never go back
     assert series['fastlb_worker_restarts_total{worker="0"}'] == 1
     assert series['fastlb_worker_restarts_total{worker="1"}'] == 0
     # Both serve again: the new worker 0 takes fresh connections too.
     start = series['fastlb_worker_accepted_connections_total{worker="0"}']
     served_by(lb.port, [f"k{i}" for i in range(200)], per_connection=5)
     assert metrics(lb.port)['fastlb_worker_accepted_connections_total{worker="0"}'] > start
+
+
+def test_a_dead_workers_counters_stay_in_the_sums(
+    start_fastlb: StartFastlb, backends: list[Backend]
+) -> None:
+    lb = start_workers(start_fastlb, config(backends, 2))
+    served_by(lb.port, [f"k{i}" for i in range(200)], per_connection=5)
+    series = metrics(lb.port)  # every worker's counters, as of now: nothing moves after
+    assert served_totals(series) == 200
+    assert series['fastlb_worker_requests_total{worker="0"}'] > 0
+    pid = int(series['fastlb_worker_pid{worker="0"}'])
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: listening_pid(lb.port, "0") not in (None, pid), 5.0, "a new worker 0")
+    assert served_totals(metrics(lb.port)) == 200
 
 
 def test_sigterm_ends_every_worker(start_fastlb: StartFastlb, backends: list[Backend]) -> None:

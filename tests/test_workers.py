@@ -7,6 +7,7 @@ connections, many of them, where both workers must take some.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -23,12 +24,14 @@ from tests.conftest import (
     Fastlb,
     alive,
     children_of,
+    free_port,
     load_in_background,
     read_response,
     static_config,
     wait_for,
     wait_gone,
 )
+from tests.test_tls import client_context, make_pki
 
 StartFastlb = Callable[[str], Fastlb]
 StartBackend = Callable[..., Backend]
@@ -328,3 +331,37 @@ def test_sighup_reaches_every_worker(start_fastlb: StartFastlb, backends: list[B
     for w in "01":
         name = f'fastlb_worker_requests_total{{worker="{w}"}}'
         assert after[name] - before[name] >= 5
+
+
+def test_https_workers_with_the_admin_routes_on_their_own_listener(
+    start_fastlb: StartFastlb, backends: list[Backend], tmp_path: Path
+) -> None:
+    """TLS in each worker (its own context from the same files), and [admin] listen served by
+    the main process: /metrics there sums the workers too."""
+    pki = make_pki(tmp_path / "pki")
+    cert, key = pki.issue("server", 1)
+    admin = free_port()
+    text = config(backends, 2, f'[admin]\non_data_port = false\nlisten = "127.0.0.1:{admin}"\n')
+    text = text.replace("workers = 2", f'workers = 2\ntls_cert = "{cert}"\ntls_key = "{key}"')
+    lb = start_fastlb(text)
+    wait_for(
+        lambda: all(
+            v == 1.0 for k, v in metrics(admin).items() if k.startswith("fastlb_worker_up{")
+        ),
+        10.0,
+        "every worker listening",
+    )
+    for i in range(40):
+        conn = http.client.HTTPSConnection(
+            "localhost", lb.port, timeout=10, context=client_context(pki)
+        )
+        try:
+            conn.request("GET", f"/k{i}")
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+        finally:
+            conn.close()
+    series = metrics(admin)
+    assert served_totals(series) == 40
+    assert all(series[f'fastlb_worker_requests_total{{worker="{w}"}}'] >= 5 for w in "01")

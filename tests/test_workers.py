@@ -30,6 +30,7 @@ from tests.conftest import (
     static_config,
     wait_for,
     wait_gone,
+    wait_port,
 )
 from tests.test_tls import client_context, make_pki
 
@@ -344,6 +345,7 @@ def test_https_workers_with_the_admin_routes_on_their_own_listener(
     text = config(backends, 2, f'[admin]\non_data_port = false\nlisten = "127.0.0.1:{admin}"\n')
     text = text.replace("workers = 2", f'workers = 2\ntls_cert = "{cert}"\ntls_key = "{key}"')
     lb = start_fastlb(text)
+    wait_port(admin, 10.0, lb.proc)  # opened once the workers listen
     wait_for(
         lambda: all(
             v == 1.0 for k, v in metrics(admin).items() if k.startswith("fastlb_worker_up{")

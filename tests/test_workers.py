@@ -185,6 +185,25 @@ def test_a_health_change_reaches_both_workers(
         os.kill(backends[1].proc.pid, signal.SIGCONT)
 
 
+def test_a_refused_connection_in_a_worker_reaches_the_main_process_at_once(
+    start_fastlb: StartFastlb, backends: list[Backend]
+) -> None:
+    """Heartbeats every 4 s with fall = 2 would take 8 s to see a dead replica; a worker's
+    refused connect makes the main process probe at once."""
+    text = config(backends, 2).replace(HEALTH, "[health]\ninterval = 4.0\ntimeout = 1.0\n")
+    lb = start_workers(start_fastlb, text)
+    served_by(lb.port, [f"k{i}" for i in range(100)], per_connection=5)
+    backends[2].proc.kill()
+    backends[2].proc.wait()
+    killed = time.monotonic()
+    after = served_by(lb.port, [f"k{i}" for i in range(100)], per_connection=5)
+    assert "B2" not in after.values()  # retried on the next candidate
+    wait_for(
+        lambda: metrics(lb.port)['fastlb_replica_up{replica="B2"}'] == 0.0, 3.0, "B2 marked down"
+    )
+    print(f"\ndead replica out of the route {time.monotonic() - killed:.2f} s after its death")
+
+
 def test_a_route_change_reaches_every_worker(
     start_fastlb: StartFastlb, backends: list[Backend], tmp_path: Path
 ) -> None:

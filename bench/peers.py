@@ -192,6 +192,7 @@ def fastlb_toml(
     backend_ports: dict[str, int],
     access_log: Path | None = None,
     tls: TlsFiles | None = None,
+    workers: int = 1,
 ) -> str:
     """fastlb's config for the bench: static replicas, route by path, forward every path, a
     replica connection pool the size of nginx's; with `access_log`, the access log on (to
@@ -207,6 +208,8 @@ def fastlb_toml(
     ]
     if tls is not None:
         lines += [f'tls_cert = "{tls.cert}"', f'tls_key = "{tls.key}"']
+    if workers != 1:
+        lines.append(f"workers = {workers}")
     lines += [
         "",
         "[routing]",
@@ -266,7 +269,7 @@ def haproxy_bind_tls(tls: TlsFiles | None) -> str:
 
 
 def _haproxy(
-    prefix: Path, port: int, backends: dict[str, int], tls: bool = False
+    prefix: Path, port: int, backends: dict[str, int], tls: bool = False, threads: int = 1
 ) -> tuple[list[str], str, str]:
     binary = find_binary("haproxy")
     if binary is None:
@@ -281,12 +284,27 @@ def _haproxy(
         proto="http" if files is None else "https",
         **{f"{name}_port": p for name, p in backends.items()},
     )
+    if threads != 1:
+        if "\n    nbthread 1\n" not in conf:
+            raise StartError("conf/haproxy.cfg.tmpl has no `nbthread 1` to change")
+        conf = conf.replace("\n    nbthread 1\n", f"\n    nbthread {threads}\n")
     # -db: stay in the foreground, one process, so the pid we started is the proxy.
     return [binary, "-db", "-f", str(prefix / "haproxy.cfg")], conf, "haproxy.cfg"
 
 
 def _haproxy_tls(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str], str, str]:
     return _haproxy(prefix, port, backends, tls=True)
+
+
+def _haproxy_2t(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str], str, str]:
+    return _haproxy(prefix, port, backends, threads=2)
+
+
+def _nginx_2w(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str], str, str]:
+    argv, conf, name = _nginx(prefix, port, backends)
+    if "\nworker_processes 1;\n" not in conf:
+        raise StartError("conf/nginx-proxy.conf.tmpl has no `worker_processes 1;` to change")
+    return argv, conf.replace("\nworker_processes 1;\n", "\nworker_processes 2;\n"), name
 
 
 def _nginx(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str], str, str]:
@@ -312,12 +330,12 @@ def _nginx(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str]
 
 
 def _fastlb(
-    http_impl: str, python: str, access_log: bool = False, tls: bool = False
+    http_impl: str, python: str, access_log: bool = False, tls: bool = False, workers: int = 1
 ) -> Builder:
     def build(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str], str, str]:
         log = prefix / "access.log" if access_log else None
         files = bench_certificate(prefix) if tls else None
-        conf = fastlb_toml(port, http_impl, backends, log, files)
+        conf = fastlb_toml(port, http_impl, backends, log, files, workers)
         return [python, "-m", "fastlb", "--config", str(prefix / "lb.toml")], conf, "lb.toml"
 
     return build
@@ -332,6 +350,9 @@ class ProxySpec:
     env: tuple[tuple[str, str], ...] = ()
     #: Serves HTTPS with the run's certificate (bench_certificate): wrk gets an https:// URL.
     tls: bool = False
+    #: Pinned to the proxy CPU like the others (False: free to use every core, for the
+    #: two-worker round).
+    pinned: bool = True
 
     @property
     def scheme(self) -> str:
@@ -364,7 +385,11 @@ class ProxySpec:
         env.pop("FASTLB_PURE", None)
         env.update(self.env)
         managed = reg.start(
-            self.name, pin(cpu, argv), workdir / "stdout.log", cwd=REPO_ROOT, env=env
+            self.name,
+            pin(cpu if self.pinned else None, argv),
+            workdir / "stdout.log",
+            cwd=REPO_ROOT,
+            env=env,
         )
         files = bench_certificate(workdir) if self.tls else None
         try:
@@ -392,6 +417,11 @@ def proxy_specs(python: str = sys.executable) -> dict[str, ProxySpec]:
         ProxySpec("fastlb-httptools+accesslog", _fastlb("httptools", python, access_log=True)),
         ProxySpec("haproxy", _haproxy),
         ProxySpec("nginx", _nginx),
+        # The two-core round (issue 14): two workers or threads each, unpinned, divided by
+        # haproxy+2w (bench/report.py's reference_of).
+        ProxySpec("fastlb-httptools+2w", _fastlb("httptools", python, workers=2), pinned=False),
+        ProxySpec("haproxy+2w", _haproxy_2t, pinned=False),
+        ProxySpec("nginx+2w", _nginx_2w, pinned=False),
         # The HTTPS round: the same two over TLS with one certificate (bench/tls.py), each
         # compared with the other (bench/report.py's reference_of).
         ProxySpec("fastlb-httptools+tls", _fastlb("httptools", python, tls=True), tls=True),

@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "REFERENCE",
     "TLS_SUFFIX",
+    "TWO_SUFFIX",
     "RunResult",
     "SummaryRow",
     "cpu_us_per_request",
@@ -31,11 +32,18 @@ REFERENCE = "haproxy"
 #: The HTTPS round's proxies are named NAME+tls, and compared with HAProxy over TLS (with the
 #: same certificate): a ratio of an HTTPS run to a plain one would measure TLS, not the proxy.
 TLS_SUFFIX = "+tls"
+#: The two-core round: fastlb with [proxy] workers = 2, HAProxy nbthread 2, nginx
+#: worker_processes 2, each unpinned; divided by haproxy+2w.
+TWO_SUFFIX = "+2w"
 
 
 def reference_of(proxy: str) -> str:
-    """Whom `proxy`'s ratios divide by: HAProxy, over TLS for the HTTPS round."""
-    return REFERENCE + TLS_SUFFIX if proxy.endswith(TLS_SUFFIX) else REFERENCE
+    """Whom `proxy`'s ratios divide by: HAProxy, over TLS for the HTTPS round, with two
+    threads for the two-core round."""
+    for suffix in (TLS_SUFFIX, TWO_SUFFIX):
+        if proxy.endswith(suffix):
+            return REFERENCE + suffix
+    return REFERENCE
 
 
 def _is_reference(proxy: str) -> bool:
@@ -270,7 +278,11 @@ def render_markdown(
         "Medians over the repeats; ÷ HAProxy = this proxy's median / HAProxy's median at the same "
         "connection count (req/s: higher is better; p99 and CPU µs/req: lower is better); "
         f"rows named NAME{TLS_SUFFIX} are the HTTPS round, divided by haproxy{TLS_SUFFIX} (one "
-        "certificate for both, keep-alive connections: one handshake per connection). "
+        "certificate for both, keep-alive connections: one handshake per connection); "
+        f"rows named NAME{TWO_SUFFIX} run with two workers or threads, unpinned (fastlb "
+        "[proxy] workers = 2, HAProxy nbthread 2, nginx worker_processes 2), divided by "
+        f"haproxy{TWO_SUFFIX}: on a 2-core machine wrk and the backends share those cores, so "
+        "they show what a second core costs and gives under contention, not a core's scaling. "
         "CPU µs/req = proxy utime+stime (all its processes) during the wrk run / requests, "
         "of which kernel = its stime part; proxy CPU = share of one core it used meanwhile. "
         "Spread = requests each backend served (summed over repeats), ok if every backend got "

@@ -555,7 +555,7 @@ def test_the_https_pair_runs_together_and_is_selected_by_name() -> None:
     assert PROXIES[-2:] == ("fastlb-httptools+tls", "haproxy+tls")
     # An exact name selects that proxy alone, a prefix every proxy it starts.
     assert parse_args(["--only", "haproxy"]).only == ("haproxy",)
-    assert parse_args(["--only", "haproxy+"]).only == ("haproxy+tls",)
+    assert parse_args(["--only", "haproxy+"]).only == ("haproxy+2w", "haproxy+tls")
     assert parse_args(["--only", "fastlb-httptools+tls,haproxy+tls"]).only == PROXIES[-2:]
     assert "fastlb-httptools+tls" in parse_args(["--only", "fastlb"]).only
     proxies = ["fast", "haproxy", "nginx", "fast+tls", "haproxy+tls"]
@@ -568,6 +568,34 @@ def test_the_https_pair_runs_together_and_is_selected_by_name() -> None:
     assert all(sorted(o) == sorted(proxies) for o in orders)
     # The HTTPS round alone: two proxies, alternating.
     assert round_order(["fast+tls", "haproxy+tls"], 2) == ["haproxy+tls", "fast+tls"]
+
+
+def test_the_two_worker_round_is_divided_by_haproxy_with_two_threads() -> None:
+    from bench.peers import PROXIES, proxy_specs
+    from bench.report import reference_of
+    from bench.run import parse_args
+
+    two = ("fastlb-httptools+2w", "haproxy+2w", "nginx+2w")
+    assert parse_args(["--only", ",".join(two)]).only == two
+    assert [reference_of(p) for p in two] == ["haproxy+2w"] * 3
+    specs = proxy_specs()
+    assert not any(specs[p].pinned for p in two)
+    assert all(specs[p].pinned for p in PROXIES if p not in two)
+
+
+def test_two_workers_and_two_threads_are_in_the_configs(tmp_path: Path) -> None:
+    from bench.peers import proxy_specs
+
+    specs = proxy_specs()
+    ports = {"b1": 1, "b2": 2, "b3": 3}
+    _, fastlb, _ = specs["fastlb-httptools+2w"].build(tmp_path, 5000, ports)
+    assert "\nworkers = 2\n" in fastlb
+    _, one, _ = specs["fastlb-httptools"].build(tmp_path, 5000, ports)
+    assert "workers" not in one
+    _, haproxy, _ = specs["haproxy+2w"].build(tmp_path, 5000, ports)
+    assert "\n    nbthread 2\n" in haproxy and "nbthread 1" not in haproxy
+    _, nginx, _ = specs["nginx+2w"].build(tmp_path, 5000, ports)
+    assert "\nworker_processes 2;\n" in nginx and "worker_processes 1;" not in nginx
 
 
 def test_interpreter_says_how_cpython_is_linked() -> None:

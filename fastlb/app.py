@@ -96,7 +96,7 @@ class Balancer:
             local=routes if on_data_port else None,
         )
         if config.log.access:
-            self.server.access_log = AccessLog(config.log.access_file)
+            self.server.access_log = AccessLog(config.log.access_file, config.log.access_format)
         self.cluster.attach(self.server)
         await self._listen(self.server)
         if config.admin.listen is not None and not on_data_port:
@@ -129,6 +129,13 @@ class Balancer:
         Where the admin surfaces listen needs a restart, as [proxy] listen does: said so."""
         if self.classic is not None:
             self.classic.admin = new.admin
+        access = self.server.access_log if self.server is not None else None
+        if access is not None:
+            access.format = new.log.access_format
+            if new.log.access_file != access.path:
+                access.reopen(new.log.access_file)
+        if new.log.access != old.log.access:
+            log.warning("reload: [log] access changed; restart fastlb to switch the access log")
         if self.admin_server is not None:
             self.admin_server.reconfigure(new.proxy, new.routing.key)
         for key in ("listen", "on_data_port", "socket"):
@@ -142,6 +149,10 @@ class Balancer:
         self._stopping.set()
 
     def request_reload(self) -> None:
+        # logrotate's SIGHUP: the access log file is opened again at once, whether or not the
+        # config file then reads well.
+        if self.server is not None and self.server.access_log is not None:
+            self.server.access_log.reopen()
         # A SIGHUP during a reload is not lost: the file is read again once that one is done.
         self._reload_again = True
         if self._reloading is None or self._reloading.done():

@@ -30,6 +30,7 @@ from typing import TypeGuard, TypeVar
 
 from fastlb.errors import ConfigError
 from fastlb.limits import (
+    ACCESS_FORMATS,
     CLASSIC_PROBES,
     DURATION_BUCKETS,
     MAGLEV_SIZE,
@@ -173,7 +174,8 @@ class MetricsConfig:
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     access: bool = False  # one line per request, written from a buffer
-    access_file: str = ""  # where ("" = standard error)
+    access_file: str = ""  # where ("" = standard error); reopened on SIGHUP
+    access_format: str = "combined"  # nginx's combined format, or "json" (observe/access.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +312,7 @@ _HEALTH_KEYS = (
     "host",
 )
 _METRICS_KEYS = ("buckets",)
-_LOG_KEYS = ("access", "access_file")
+_LOG_KEYS = ("access", "access_file", "access_format")
 _STATIC_KEYS = ("name", "address", "weight")
 _TABLES: Mapping[str, tuple[str, ...]] = {
     "proxy": _PROXY_KEYS,
@@ -1226,4 +1228,5 @@ def _read_log(table: _Table) -> LogConfig:
     return LogConfig(
         access=table.get("access", _boolean, d.access),
         access_file=table.get("access_file", _text, d.access_file),
+        access_format=table.get("access_format", _choice(ACCESS_FORMATS), d.access_format),
     )

@@ -24,6 +24,7 @@ import re
 from typing import Final, TypeGuard
 
 __all__ = [
+    "ACCESS_FORMATS",
     "CLASSIC_PROBES",
     "DURATION_BUCKETS",
     "MAGLEV_SIZE",
@@ -121,3 +122,9 @@ def is_prime(n: int) -> bool:
 DURATION_BUCKETS: Final = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 )
+
+
+# ------------------------------------------------------------------ logs
+#: `[log] access_format` values (fastlb/observe/access.py writes them): nginx's combined
+#: format with fastlb's fields appended, or one JSON object a line.
+ACCESS_FORMATS: Final = ("combined", "json")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from fastlb import __version__
 from fastlb.cli import main
-from tests.conftest import PY, ROOT
+from tests.conftest import PY, ROOT, Backend, Fastlb, static_config
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -78,3 +81,17 @@ def test_ctl_without_a_running_fastlb_says_where_it_looked() -> None:
     result = run("ctl", "--socket", "/nonexistent/x.sock", "help")
     assert result.returncode == 2
     assert "/nonexistent/x.sock" in result.stderr
+
+
+def test_log_lines_carry_time_and_level(
+    start_fastlb: Callable[[str], Fastlb], start_backend: Callable[..., Backend]
+) -> None:
+    backend = start_backend("echo", name="echo")
+    lb = start_fastlb(static_config(0, [("echo", backend.port)]).replace(":0", ":{port}"))
+    lb.proc.send_signal(signal.SIGTERM)
+    assert lb.proc.wait(timeout=15) == 0
+    assert lb.proc.stderr is not None
+    lines = lb.proc.stderr.read().decode().splitlines()
+    assert any("listening on" in line for line in lines), lines
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) fastlb: ")
+    assert lines and all(stamp.match(line) for line in lines), lines

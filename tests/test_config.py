@@ -254,6 +254,7 @@ def test_every_key_is_read() -> None:
         [log]
         access = true
         access_file = "/var/log/fastlb/access.log"
+        access_format = "json"
         """
     )
     assert cfg == Config(
@@ -324,7 +325,9 @@ def test_every_key_is_read() -> None:
             host="app.internal",
         ),
         metrics=MetricsConfig(buckets=(0.001, 0.5, 3.0)),
-        log=LogConfig(access=True, access_file="/var/log/fastlb/access.log"),
+        log=LogConfig(
+            access=True, access_file="/var/log/fastlb/access.log", access_format="json"
+        ),
     )
     defaults = default()
     for part in PARTS:
@@ -1569,12 +1572,22 @@ def test_a_key_that_needs_another_names_the_missing_one() -> None:
         ("[metrics]\nbuckets = [0, 1]\n", "lb.toml: [metrics] buckets[0]: expected a positive number"),
         ("[log]\naccess = 1\n", "lb.toml: [log] access: expected"),
         ("[log]\naccess_file = 3\n", "lb.toml: [log] access_file: expected a string"),
+        (
+            '[log]\naccess_format = "jsn"\n',
+            'lb.toml: [log] access_format: expected "combined" or "json", got "jsn" (did you '
+            'mean "json"?)',
+        ),
+        ("[log]\naccess_format = 1\n", 'lb.toml: [log] access_format: expected "combined" or'),
     ],
 )
 def test_metrics_and_log_values(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse(text)
     assert str(info.value).startswith(message), str(info.value)
+
+
+def test_access_log_defaults_to_nginx_combined() -> None:
+    assert parse("[log]\naccess = true\n").log.access_format == "combined"
 
 
 # --- your own app as replicas: command, env, cwd, log_dir; the heartbeat -------------------------

@@ -19,6 +19,7 @@ from fastlb.control.cluster import Cluster
 from fastlb.control.tables import TableBuilder
 from fastlb.errors import FastlbError
 from fastlb.observe.access import AccessLog
+from fastlb.observe.healthz import Healthz
 from fastlb.observe.metrics import Metrics
 from fastlb.observe.status import StatusPage
 from fastlb.proxy.server import ProxyServer
@@ -50,7 +51,7 @@ class Balancer:
         self.admin_socket: AdminSocket | None = None
         self.classic: ClassicAdmin | None = None
         self._stopping = asyncio.Event()
-        self.observers: list[Metrics | StatusPage] = []
+        self.observers: list[Metrics | StatusPage | Healthz] = []
         self._reloading: asyncio.Task[None] | None = None
         self._reload_again = False
 
@@ -85,7 +86,7 @@ class Balancer:
         # Admin and observability routes, served on the data port or on the admin listener.
         self.classic = ClassicAdmin(self.cluster, config.admin)
         routes = self.classic.routes()
-        self.observers = [Metrics(self), StatusPage(self)]
+        self.observers = [Metrics(self), StatusPage(self), Healthz(self)]
         for observer in self.observers:
             routes.update(observer.routes())
         on_data_port = config.admin.on_data_port

@@ -89,6 +89,9 @@ class Balancer:
         self.observers = [Metrics(self), StatusPage(self), Healthz(self)]
         for observer in self.observers:
             routes.update(observer.routes())
+        # [admin] prefix: all of fastlb's own routes move under it (the app gets the rest).
+        prefix = config.admin.prefix.encode()
+        routes = {prefix + path: handler for path, handler in routes.items()}
         on_data_port = config.admin.on_data_port
         self.server = ProxyServer(
             config.proxy,
@@ -139,7 +142,7 @@ class Balancer:
             log.warning("reload: [log] access changed; restart fastlb to switch the access log")
         if self.admin_server is not None:
             self.admin_server.reconfigure(new.proxy, new.routing.key)
-        for key in ("listen", "on_data_port", "socket"):
+        for key in ("listen", "on_data_port", "socket", "prefix"):
             if getattr(new.admin, key) != getattr(old.admin, key):
                 log.warning(
                     "reload: [admin] %s changed; restart fastlb to move the admin listener "

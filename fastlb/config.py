@@ -144,6 +144,10 @@ class AdminConfig:
     socket: str = ""  # path of the admin unix socket ("" = none)
     max_replicas: int = 100
     drain_timeout: float = 10.0  # /rm and `drain`: how long in-flight requests may take
+    # Where fastlb's own HTTP routes live: "" puts /metrics, /status, /status.json, /healthz and
+    # the classic /rep /add /rm where the spec has them; "/_fastlb" moves them all under it, so
+    # an app's own /metrics or /status reaches the app.
+    prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +299,15 @@ _REPLICAS_KEYS = (
     "log_dir",
     "port",
 )
-_ADMIN_KEYS = ("on_data_port", "listen", "token", "socket", "max_replicas", "drain_timeout")
+_ADMIN_KEYS = (
+    "on_data_port",
+    "listen",
+    "token",
+    "socket",
+    "max_replicas",
+    "drain_timeout",
+    "prefix",
+)
 _HEALTH_KEYS = (
     "interval",
     "timeout",
@@ -1022,7 +1034,22 @@ def _read_admin(table: _Table, replicas: ReplicasConfig) -> AdminConfig:
         socket=table.get("socket", _text, d.socket),
         max_replicas=max_replicas,
         drain_timeout=table.get("drain_timeout", _POSITIVE_NUMBER, d.drain_timeout),
+        prefix=table.get("prefix", _admin_prefix, d.prefix),
     )
+
+
+#: One or more path segments of RFC 3986 pchar (3.3), none empty, no trailing "/".
+_PREFIX = re.compile(r"(?:/[A-Za-z0-9\-._~!$&'()*+,;=:@%]+)+")
+
+
+def _admin_prefix(value: object) -> str:
+    """The path fastlb's own routes move under: "" (where the spec has them) or segments such
+    as "/_fastlb". A request's path is compared whole, so a trailing "/", an empty segment,
+    a query or whitespace would make a prefix no request could ever reach."""
+    what = '"" or a path such as "/_fastlb" (no trailing "/", no "?", no spaces)'
+    if not isinstance(value, str) or (value and not _PREFIX.fullmatch(value)):
+        raise _expected(what, value)
+    return value
 
 
 def _read_health(table: _Table) -> HealthConfig:

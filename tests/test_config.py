@@ -232,6 +232,7 @@ def test_every_key_is_read() -> None:
         socket = "/run/fastlb/admin.sock"
         max_replicas = 50
         drain_timeout = 4
+        prefix = "/_fastlb"
 
         [health]
         interval = 1
@@ -308,6 +309,7 @@ def test_every_key_is_read() -> None:
             socket="/run/fastlb/admin.sock",
             max_replicas=50,
             drain_timeout=4.0,
+            prefix="/_fastlb",
         ),
         health=HealthConfig(
             interval=1.0,
@@ -771,7 +773,7 @@ def test_composite_maglev_sizes_are_refused(size: int) -> None:
         (
             "[admin]\nport = 5001\n",
             "lb.toml: [admin] port: unknown key "
-            "(known keys: on_data_port, listen, token, socket, max_replicas, drain_timeout)",
+            "(known keys: on_data_port, listen, token, socket, max_replicas, drain_timeout, prefix)",
         ),
         (
             "[health]\nintervall = 1\n",
@@ -1584,6 +1586,22 @@ def test_metrics_and_log_values(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse(text)
     assert str(info.value).startswith(message), str(info.value)
+
+
+@pytest.mark.parametrize("prefix", ["", "/_fastlb", "/ops/lb", "/a.b~c:1@x"])
+def test_admin_prefix_values(prefix: str) -> None:
+    assert parse(f'[admin]\nprefix = "{prefix}"\n').admin.prefix == prefix
+
+
+@pytest.mark.parametrize("prefix", ["/", "_fastlb", "/_fastlb/", "/a//b", "/a b", "/a?x", "/a#b", 1])
+def test_admin_prefix_that_no_request_could_reach(prefix: object) -> None:
+    shown = f'"{prefix}"' if isinstance(prefix, str) else str(prefix)
+    with pytest.raises(ConfigError) as info:
+        parse(f"[admin]\nprefix = {shown}\n")
+    assert str(info.value) == (
+        'lb.toml: [admin] prefix: expected "" or a path such as "/_fastlb" (no trailing "/", '
+        f'no "?", no spaces), got {shown}'
+    )
 
 
 def test_access_log_defaults_to_nginx_combined() -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +16,19 @@ import pytest
 
 from fastlb import __version__
 from fastlb.cli import main
-from tests.conftest import PY, ROOT, Backend, Fastlb, static_config
+from tests.conftest import (
+    PY,
+    ROOT,
+    Backend,
+    Fastlb,
+    Processes,
+    children_of,
+    free_port,
+    http_get,
+    static_config,
+    wait_for,
+    wait_port,
+)
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -95,3 +110,40 @@ def test_log_lines_carry_time_and_level(
     assert any("listening on" in line for line in lines), lines
     stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) fastlb: ")
     assert lines and all(stamp.match(line) for line in lines), lines
+
+
+
+def test_ctrl_c_ends_quietly_and_drains(procs: Processes, tmp_path: Path) -> None:
+    # Ctrl-C in a terminal is SIGINT to the foreground process group: fastlb and, unless they
+    # have a group of their own, its replicas and table worker. fastlb must drain, stop its
+    # replicas itself, and say nothing false: no traceback, no replica "died".
+    port = free_port()
+    path = tmp_path / "lb.toml"
+    path.write_text(f'[proxy]\nlisten = "127.0.0.1:{port}"\n[replicas]\nlatency_ms = 300\n')
+    proc = procs.spawn([PY, "-m", "fastlb", "--config", str(path)], process_group=0)
+    wait_port(port, 30.0, proc)
+    wait_for(lambda: http_get(port, "/healthz")[0] == 200, 10, "replicas up")
+    # An added replica makes a table build, in the worker process, which then stays up.
+    add = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    add.request("POST", "/add", body=b'{"n": 1, "hostnames": ["S4"]}')
+    assert add.getresponse().status == 200
+    add.close()
+    wait_for(lambda: len(children_of(proc.pid)) == 5, 10, "4 replicas and the table worker")
+    answers: list[int] = []
+    clients = [
+        threading.Thread(target=lambda i=i: answers.append(http_get(port, f"/home?{i}")[0]))
+        for i in range(4)
+    ]
+    for client in clients:
+        client.start()
+    time.sleep(0.1)  # the requests are at the replicas, which take 300 ms to answer
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=20) == 0
+    for client in clients:
+        client.join(10)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert "stopping: draining requests in flight" in err, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert " died" not in err and "exited" not in err, err
+    assert answers == [200] * 4, (answers, err)  # drained: the replicas were not interrupted

@@ -147,3 +147,24 @@ def test_ctrl_c_ends_quietly_and_drains(procs: Processes, tmp_path: Path) -> Non
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert " died" not in err and "exited" not in err, err
     assert answers == [200] * 4, (answers, err)  # drained: the replicas were not interrupted
+
+
+def make_plan(target: str, venv: Path) -> str:
+    """What `make TARGET` would run for a fresh venv (make -n: nothing is run)."""
+    result = subprocess.run(
+        ["make", "-n", f"VENV={venv}", target], capture_output=True, text=True, cwd=ROOT, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_make_run_installs_only_what_running_needs(tmp_path: Path) -> None:
+    run_plan = make_plan("run", tmp_path / "venv")
+    installs = [line for line in run_plan.splitlines() if "pip install" in line]
+    assert any(line.endswith("install -q -e .") for line in installs), installs
+    assert "[dev]" not in run_plan and "[native]" in run_plan, installs  # mypyc, to compile
+    # The one setuptools warning every editable install prints is silenced, by its text.
+    editable = [line for line in installs if " -e " in line]
+    assert all(line.startswith("PYTHONWARNINGS='ignore:Editable installation' ") for line in editable)
+    # make test still brings the dev tools.
+    assert "-e '.[dev]'" in make_plan("test", tmp_path / "venv")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import configparser
 import http.client
 import os
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -168,3 +171,42 @@ def test_make_run_installs_only_what_running_needs(tmp_path: Path) -> None:
     assert all(line.startswith("PYTHONWARNINGS='ignore:Editable installation' ") for line in editable)
     # make test still brings the dev tools.
     assert "-e '.[dev]'" in make_plan("test", tmp_path / "venv")
+
+
+def unit_file() -> configparser.RawConfigParser:
+    unit = configparser.RawConfigParser(strict=True, comment_prefixes=("#",))
+    unit.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys keep case
+    unit.read(ROOT / "conf" / "fastlb.service")
+    return unit
+
+
+def test_systemd_unit(tmp_path: Path) -> None:
+    service = unit_file()["Service"]
+    assert service["Type"] == "exec" and service["Restart"] == "on-failure"
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert int(service["LimitNOFILE"]) >= 65536 and service["KillMode"] == "mixed"
+    start = shlex.split(service["ExecStart"])
+    check = shlex.split(service["ExecStartPre"])
+    assert check == [start[0], "--check", *start[1:]]
+    # The commands as the unit runs them, from this checkout, on the shipped config.
+    venv_fastlb = str(Path(PY).parent / "fastlb")
+    result = subprocess.run(
+        [venv_fastlb, "--check", "--config", str(ROOT / "conf" / "lb.toml")],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed: the unit's syntax is not verified")
+    text = (ROOT / "conf" / "fastlb.service").read_text().replace("/opt/fastlb/.venv", str(Path(PY).parent.parent))
+    here = tmp_path / "fastlb.service"
+    here.write_text(text.replace("/opt/fastlb", str(ROOT)))
+    result = subprocess.run([analyze, "verify", str(here)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+def test_license_file_matches_setup_cfg() -> None:
+    metadata = configparser.ConfigParser()
+    metadata.read(ROOT / "setup.cfg")
+    assert metadata["metadata"]["license"] == "MIT"
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")

@@ -99,6 +99,7 @@ class Balancer:
             route,
             local=routes if on_data_port else None,
         )
+        self.server.balance_factor = config.routing.balance_factor
         if config.log.access:
             self.server.access_log = AccessLog(config.log.access_file, config.log.access_format)
         self.cluster.attach(self.server)

@@ -95,6 +95,9 @@ class RoutingConfig:
     maglev_size: int = MAGLEV_SIZE
     classic_probe: str = CLASSIC_PROBES[0]  # one of CLASSIC_PROBES
     classic_hash: str = "spec"  # a name registered in fastlb.hashing
+    #: Consistent hashing with bounded loads (HAProxy's hash-balance-factor, as a factor):
+    #: 0 is off; 1.25 keeps every replica's in-flight count under 1.25 x its fair share.
+    balance_factor: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +281,7 @@ _PROXY_KEYS = (
     "shutdown_timeout",
     "max_connections",
 )
-_ROUTING_KEYS = ("table", "key", "maglev_size", "classic_probe", "classic_hash")
+_ROUTING_KEYS = ("table", "key", "maglev_size", "classic_probe", "classic_hash", "balance_factor")
 _REPLICAS_KEYS = (
     "provider",
     "count",
@@ -481,6 +484,10 @@ def _integer(low: int, high: int | None = None) -> Check[int]:
 
 _POSITIVE_NUMBER = _number("a positive number", lambda n: n > 0)
 _NON_NEGATIVE_NUMBER = _number("a number >= 0", lambda n: n >= 0)
+# Below 1 no assignment can keep every replica under its cap; past 100 the bound means nothing.
+_BALANCE_FACTOR = _number(
+    "0 (off) or a factor from 1 to 100, e.g. 1.25", lambda n: n == 0 or 1 <= n <= 100
+)
 _POSITIVE_INTEGER = _integer(1)
 _NON_NEGATIVE_INTEGER = _integer(0)
 _REPLICA_COUNT = _integer(1, MAX_REPLICAS)
@@ -816,6 +823,7 @@ def _read_routing(table: _Table) -> RoutingConfig:
         maglev_size=table.get("maglev_size", _prime, d.maglev_size),
         classic_probe=table.get("classic_probe", _choice(CLASSIC_PROBES), d.classic_probe),
         classic_hash=table.get("classic_hash", _choice(_classic_hashes()), d.classic_hash),
+        balance_factor=table.get("balance_factor", _BALANCE_FACTOR, d.balance_factor),
     )
 
 

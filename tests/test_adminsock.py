@@ -163,7 +163,7 @@ def test_a_bug_in_the_cluster_is_an_answer_not_a_dropped_connection(path: str) -
 def test_help_on_the_socket(path: str) -> None:
     async def test(admin: AdminSocket, cluster: FakeCluster) -> None:
         client = await Client.open(path)
-        assert len((await client.ask("help")).splitlines()) == 11
+        assert len((await client.ask("help")).splitlines()) == 12
         await client.close()
 
     serve(path, test)

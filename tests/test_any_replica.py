@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -239,11 +241,22 @@ def test_a_replica_that_keeps_failing_backs_off_with_its_traceback_in_the_events
     assert kinds[-1][0] == "replaced" and restarts == 1
 
 
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory with a short path, for a unix socket (a path holds 107 bytes at most)."""
+    path = Path(tempfile.mkdtemp(prefix="fastlb-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def test_output_in_log_dir_and_the_last_lines_in_the_died_event(
-    start_lb: StartLb, tmp_path: Path
+    start_lb: StartLb, tmp_path: Path, short_dir: Path
 ) -> None:
     logs = tmp_path / "replica-logs"
-    lb = start_lb(UVICORN_FD, extra=f'log_dir = "{logs}"\n')
+    admin = short_dir / "admin.sock"
+    lb = start_lb(
+        UVICORN_FD, extra=f'log_dir = "{logs}"\n', health=f'[admin]\nsocket = "{admin}"\n'
+    )
     for name in NAMES:
         text = (logs / f"{name}.log").read_text()
         assert "Application startup complete." in text, text
@@ -264,6 +277,20 @@ def test_output_in_log_dir_and_the_last_lines_in_the_died_event(
     fastlb_log = lb.config.with_suffix(".log").read_text()
     for other in NAMES:  # with log_dir, the lines are not in fastlb's log too
         assert f"[{other}] INFO:" not in fastlb_log, fastlb_log
+    # The admin socket shows the same: `show replica NAME`, its row and its events, the died
+    # one's last lines indented under it.
+    shown = subprocess.run(
+        [PY, "-m", "fastlb.ctl", "--socket", str(admin), "show", "replica", name],
+        capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL,
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "ADDRESS", "STATE"] and lines[1].startswith(name)
+    died_at = next(i for i, line in enumerate(lines) if "  died  killed by SIGTERM" in line)
+    assert any(
+        line.startswith("    ") and f"Finished server process [{victim}]" in line
+        for line in lines[died_at + 1 :]
+    ), shown.stdout
 
 
 @pytest.mark.parametrize("example", ["uvicorn", "gunicorn"])

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from fastlb.control.api import ControlError, ReplicaInfo
+from fastlb.control.api import ControlError, EventInfo, ReplicaInfo
 from fastlb.control.commands import (
     AddReplicas,
     Command,
@@ -23,6 +23,7 @@ from fastlb.control.commands import (
     Quit,
     Reload,
     SetWeight,
+    ShowReplica,
     ShowReplicas,
     ShowTable,
     answer,
@@ -60,6 +61,7 @@ class FakeCluster:
         self.gate: asyncio.Event | None = None
         self.broken = False
         self.reloads = 0
+        self.events: list[tuple[str, EventInfo]] = []
 
     def _start(self, name: str) -> None:
         self.members[name] = _Replica(f"127.0.0.1:{self.next_port}")
@@ -85,6 +87,10 @@ class FakeCluster:
             )
             for name, r in sorted(self.members.items())
         ]
+
+    def history(self, name: str) -> list[EventInfo]:
+        self._known(name)
+        return [event for replica, event in self.events if replica == name]
 
     def table_shares(self) -> dict[str, float]:
         up = {name: r.weight for name, r in self.members.items() if r.state == "up"}
@@ -149,6 +155,8 @@ def run(cmd: Command, cluster: FakeCluster) -> str:
     [
         ("show replicas", ShowReplicas()),
         ("show table", ShowTable()),
+        ("show replica Server2", ShowReplica("Server2")),
+        ("SHOW REPLICA Server2", ShowReplica("Server2")),
         ("add replica Server4", AddReplicas(("Server4",))),
         ("add replica a b", AddReplicas(("a", "b"))),
         ("del replica Server1", DelReplicas(("Server1",))),
@@ -188,11 +196,16 @@ def test_every_command_parses(line: str, command: Command) -> None:
         ("rm x", 'unknown command "rm"; did you mean "del replica"? usage: del replica NAME...'),
         ("exit", 'unknown command "exit"; did you mean "quit"?'),
         ("frobnicate", 'unknown command "frobnicate"; "help" lists the commands'),
-        ("show", 'show: expected "replicas" or "table"; usage: show replicas | show table'),
+        (
+            "show",
+            'show: expected "replicas", "replica" or "table"; '
+            "usage: show replicas | show replica NAME | show table",
+        ),
         ("show tabel", 'show: unknown "tabel"; did you mean "show table"?'),
         (
             "show all",
-            'show: unknown "all", expected "replicas" or "table"; usage: show replicas | show table',
+            'show: unknown "all", expected "replicas", "replica" or "table"; '
+            "usage: show replicas | show replica NAME | show table",
         ),
         ("add", 'add: expected "replica"; usage: add replica NAME...'),
         ("add server x", 'add: unknown "server", expected "replica"; usage: add replica NAME...'),
@@ -256,7 +269,7 @@ def test_a_huge_number_is_refused_without_converting_it() -> None:
 
 
 def test_only_state_changes_are_marked_as_such() -> None:
-    read_only: list[Command] = [ShowReplicas(), ShowTable(), Help(), Quit()]
+    read_only: list[Command] = [ShowReplicas(), ShowReplica("a"), ShowTable(), Help(), Quit()]
     changing: list[Command] = [
         AddReplicas(("a",)),
         DelReplicas(("a",)),
@@ -291,6 +304,29 @@ def test_show_replicas_is_a_fixed_width_table() -> None:
 def test_show_replicas_of_an_empty_cluster_is_the_header() -> None:
     text = run(ShowReplicas(), FakeCluster(()))
     assert text == "NAME  ADDRESS  STATE  WEIGHT  SHARE  IN-FLIGHT  REQUESTS  RESTARTS"
+
+
+def test_show_replica_is_its_row_and_its_events_with_a_detail_s_lines_indented() -> None:
+    cluster = FakeCluster()
+    at = 1_796_000_000.0  # 2026-11-30 00:53:20 UTC
+    cluster.events += [
+        ("Server2", EventInfo(at, "started", "127.0.0.1:40002")),
+        ("Server1", EventInfo(at + 1, "started", "127.0.0.1:40001")),
+        ("Server2", EventInfo(at + 5, "died", "exit code 1; its last output:\n  Traceback\n  Boom")),
+        ("Server2", EventInfo(at + 6, "replaced", "")),
+    ]
+    assert run(ShowReplica("Server2"), cluster) == (
+        "NAME     ADDRESS          STATE  WEIGHT  SHARE  IN-FLIGHT  REQUESTS  RESTARTS\n"
+        "Server2  127.0.0.1:40002  up          1  33.3%          0         0         0\n"
+        "\n"
+        "2026-11-30 00:53:20  started  127.0.0.1:40002\n"
+        "2026-11-30 00:53:25  died  exit code 1; its last output:\n"
+        "      Traceback\n"
+        "      Boom\n"
+        "2026-11-30 00:53:26  replaced"
+    )
+    assert run(ShowReplica("Server3"), cluster).endswith("\n\nno events")
+    assert run(ShowReplica("nosuch"), cluster) == 'error: no replica named "nosuch"'
 
 
 def test_show_table_gives_each_member_its_share() -> None:
@@ -372,6 +408,7 @@ def test_help_has_one_line_per_command() -> None:
     assert lines == help_text().splitlines()
     usages = [
         "show replicas",
+        "show replica NAME",
         "show table",
         "add replica NAME...",
         "del replica NAME...",

@@ -207,6 +207,7 @@ def test_every_key_is_read() -> None:
         maglev_size = 101
         classic_probe = "quadratic"
         classic_hash = "xxhash"
+        balance_factor = 1.25
 
         [replicas]
         provider = "docker"
@@ -284,6 +285,7 @@ def test_every_key_is_read() -> None:
             maglev_size=101,
             classic_probe="quadratic",
             classic_hash="xxhash",
+            balance_factor=1.25,
         ),
         replicas=ReplicasConfig(
             provider="docker",
@@ -440,6 +442,10 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("routing", "maglev_size", '"65537"', "a prime number"),
     ("routing", "maglev_size", "true", "a prime number"),
     ("routing", "maglev_size", "561", "a prime number"),  # a Carmichael number
+    ("routing", "balance_factor", "0.5", "0 (off) or a factor from 1 to 100"),
+    ("routing", "balance_factor", "-1", "0 (off) or a factor from 1 to 100"),
+    ("routing", "balance_factor", "125", "0 (off) or a factor from 1 to 100"),
+    ("routing", "balance_factor", '"1.25"', "0 (off) or a factor from 1 to 100"),
     ("routing", "classic_probe", '"cubic"', '"linear" or "quadratic"'),
     ("routing", "classic_hash", '"md5"', '"spec", "xxhash" or "fnv1a"'),
     ("routing", "classic_hash", "0", '"spec", "xxhash" or "fnv1a"'),
@@ -846,7 +852,7 @@ def test_unknown_key_without_a_near_miss_lists_the_known_keys() -> None:
     message = error("[routing]\nzzz = 1\n")
     assert message == (
         "lb.toml: [routing] zzz: unknown key "
-        "(known keys: table, key, maglev_size, classic_probe, classic_hash)"
+        "(known keys: table, key, maglev_size, classic_probe, classic_hash, balance_factor)"
     )
 
 

@@ -205,6 +205,8 @@ def test_on_exit_reports_a_kill_but_not_a_stop(engine: Any, tag: str) -> None:
         def on_exit(name: str, detail: str) -> None:
             assert asyncio.get_running_loop() is loop  # called on the loop, not the thread
             assert detail.startswith("container ") and " exited with " in detail, detail
+            # What it said last, read from the engine before the container went away.
+            assert "; its last output:\n" in detail and f"replica {name} listening on" in detail
             exits.append(name)
             reported.set()
 

@@ -561,3 +561,72 @@ def test_bad_chunk_in_the_read_with_the_head_is_a_502(loop: asyncio.AbstractEven
     assert r.outcomes() == ["BAD_CHUNK"] and r.log.codes() == ["bad-chunk"]
     assert upstream.failures == 1
     assert upstream.status_counts[200] == 0 and upstream.status_counts[502] == 1
+
+
+# ------------------------------------------------------------------- bounded loads
+def test_below_cap_is_the_weighted_ceiling_and_some_replica_is_always_below() -> None:
+    ups = [Upstream(n, "127.0.0.1", 1) for n in ("a", "b", "c")]
+    for up, active in zip(ups, (4, 0, 0), strict=True):
+        up.active = active
+    # total 4 (+1) x 1.25 / 3 -> cap ceil(2.08) = 3: "a" (4) is over, the others are below.
+    assert [ex.below_cap(u, tuple(ups), 1.25) for u in ups] == [False, True, True]
+    ups[1].up = False  # a replica that is down neither counts nor takes a share
+    ups[2].active = 3
+    # total 4 + 3 over "a" and "c" (+1) x 1.25 / 2 -> cap 5: both below now.
+    assert ex.below_cap(ups[0], tuple(ups), 1.25) and ex.below_cap(ups[2], tuple(ups), 1.25)
+    ups[0].active = 7  # total 10 (+1) x 1.25 / 2 -> cap ceil(6.875) = 7: at it
+    assert not ex.below_cap(ups[0], tuple(ups), 1.25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 50), st.integers(1, 8), st.booleans()), min_size=1,
+             max_size=12),
+    st.floats(1.0, 3.0),
+)
+def test_some_replica_that_is_up_is_always_below_its_cap(
+    loads: list[tuple[int, int, bool]], factor: float
+) -> None:
+    ups = []
+    for i, (active, weight, up) in enumerate(loads):
+        upstream = Upstream(f"r{i}", "127.0.0.1", 1, weight=weight)
+        upstream.active, upstream.up = active, up
+        ups.append(upstream)
+    if any(u.up for u in ups):
+        assert any(ex.below_cap(u, tuple(ups), factor) for u in ups if u.up)
+
+
+def test_a_key_whose_replica_is_full_goes_to_its_next_candidate(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    r = rig(loop)
+    r.server.balance_factor = 1.25
+    home = r.server.route
+    assert home is not None
+    key = b"/home"
+    first = home.upstreams[home.table.lookup(key)]
+    first.active = 5  # the others idle: cap ceil(1.25 x 6 / 3) = 3
+    r.machine.client_data(GET)
+    assert r.on() is not first and r.server.over_cap == 1 and r.server.retries == 0
+    r.machine.replica_data(OK_RESPONSE)
+    assert r.outcomes() == ["OK"]
+    # Below its cap again: the key is home.
+    first.active = 0
+    r.machine.client_data(GET)
+    assert r.on() is first
+
+
+def test_when_every_replica_is_full_the_key_stays_home(loop: asyncio.AbstractEventLoop) -> None:
+    # Cannot happen with factor >= 1 and honest counts; if it did, no request is refused for it.
+    r = rig(loop)
+    r.server.balance_factor = 1.0
+    route = r.server.route
+    assert route is not None
+    first = route.upstreams[route.table.lookup(b"/home")]
+    first.active = 100
+    for up in r.upstreams.values():
+        if up is not first:
+            up.active = 100
+            up.refused_until = 1e18  # refused moments ago: the last resort
+    r.machine.client_data(GET)
+    assert r.on() is first and r.server.over_cap == 0

@@ -27,11 +27,24 @@ class ReplicaInfo:
     restarts: int
 
 
+@dataclass(frozen=True, slots=True)
+class EventInfo:
+    """Something that happened to a replica: started, died (with its last output), down, ..."""
+
+    at: float  # time.time()
+    kind: str
+    detail: str
+
+
 class ClusterControl(Protocol):
     """Every method either does all it was asked or raises ControlError and changes nothing."""
 
     def replicas(self) -> list[ReplicaInfo]:
         """All replicas, in name order."""
+        ...
+
+    def history(self, name: str) -> list[EventInfo]:
+        """The replica's recent events, oldest first. An unknown name: ControlError."""
         ...
 
     def table_shares(self) -> dict[str, float]:

@@ -1,121 +1,51 @@
-"""The controller: keeps N replicas, knows their health, and publishes the route the proxy
-reads.
+"""The controller: the members and what happens to them, composed from parts with one owner
+each.
 
-Everything runs on the event loop. Signals arrive from three directions (heartbeat tasks, the
-provider's exit notices, the data path's suspicion) and all end the same way: the member's
-state changes, `Upstream.up` says so to the data path at once (read when a request picks the
-replica, Pingora's model), and a member that stays down is replaced (with its own name by
-default, so its keys come back to it). The table is a function of the members' names and
-weights only: `publish()` rebuilds it, off the loop, only when those change, and otherwise
-keeps it or swaps in the upstreams of a replacement (fastlb.control.routeplan).
+Signals arrive from three directions (heartbeats, the provider's exit notices, the data path's
+suspicion) and all end the same way: the member's health changes, `Upstream.up` tells the data
+path at once (read when a request picks a replica, Pingora's model), and a member that stays
+down is replaced (with its own name by default, so its keys come back to it).
+
+    members    fastlb.control.members    each member's health and admin state, the events
+    probing    fastlb.control.prober     heartbeat tasks and their counters
+    healing    fastlb.control.healer     replacement, with the crash-loop backoff
+    publishing fastlb.control.publisher  Upstream.up now; the table only when names or
+                                         weights change (fastlb.control.routeplan)
+    reload     fastlb.control.reloadplan (old config, new config) -> the plan applied here
+
+What stays here: the lifecycle (start, attach, close), the admin contract the classic API,
+the admin socket and reload speak (`fastlb.control.api.ClusterControl`), and the wiring.
+Everything runs on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import json
 import logging
-import random
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
-from fastlb.config import Config
-from fastlb.control.api import ControlError, ReplicaInfo
-from fastlb.control.health import DOWN, STARTING, UP, Health
-from fastlb.control.routeplan import CLEAR, REBUILD, SWAP, Membership, plan_route
+from fastlb.config import Config, HealthConfig
+from fastlb.control.api import ControlError, EventInfo, ReplicaInfo
+from fastlb.control.healer import Healer
+from fastlb.control.health import DOWN, UP, Health
+from fastlb.control.members import DISABLED, DRAINING, ENABLED, REMOVED, Event, Events, Member
+from fastlb.control.prober import Prober
+from fastlb.control.publisher import Publisher
+from fastlb.control.reloadplan import plan_reload
 from fastlb.control.tables import TableBuilder
 from fastlb.errors import FastlbError
 from fastlb.limits import REPLICA_NAME_RULE, WEIGHT_RULE, is_replica_name, is_weight
 from fastlb.proxy.server import ProxyServer
 from fastlb.proxy.upstream import Upstream
-from fastlb.replicas.base import HeartbeatCheck, Provider, Replica, probe
+from fastlb.replicas.base import Provider, Replica
 from fastlb.routing import Route
 
+__all__ = ["Cluster", "Event", "Member"]
+
 log = logging.getLogger("fastlb.cluster")
-
-#: Heartbeats that fastlb could not send for want of its own descriptors are logged at most
-#: this often (seconds): at the limit every probe of every replica fails the same way.
-OWN_FAILURE_LOG_EVERY = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something that happened to the cluster, for the log and the status page."""
-
-    at: float  # time.time()
-    kind: str  # started, died, down, up, replaced, added, removed, reloaded, crash-loop, ...
-    replica: str
-    detail: str = ""
-
-
-class Member:
-    """One replica as the controller tracks it across restarts."""
-
-    __slots__ = (
-        "crashes",
-        "draining",
-        "enabled",
-        "healing",
-        "health",
-        "impostor",
-        "last_failure",
-        "name",
-        "probes",
-        "replica",
-        "restarts",
-        "started_at",
-        "stopping",
-        "upstream",
-        "wake",
-        "weight",
-    )
-
-    def __init__(self, name: str, weight: int, health: Health) -> None:
-        self.name = name
-        self.weight = weight
-        self.health = health
-        self.replica: Replica | None = None
-        self.upstream: Upstream | None = None
-        self.enabled = True
-        self.draining = False
-        self.stopping = False
-        self.restarts = 0
-        self.crashes = 0  # consecutive deaths within crash_window of a start
-        self.started_at = 0.0
-        self.probes: asyncio.Task[None] | None = None
-        self.healing: asyncio.Task[None] | None = None
-        self.wake = asyncio.Event()  # set to probe now rather than at the next interval
-        self.impostor = ""  # who answered its heartbeats instead of it (logged once), or ""
-        self.last_failure = ""  # the last restart failure logged (a repeat is not logged)
-
-    @property
-    def in_table(self) -> bool:
-        """Whether the table lists it: from its first start until it is removed, up or not."""
-        return self.upstream is not None and not self.stopping
-
-    @property
-    def routable(self) -> bool:
-        """Whether a request may pick it now (what `Upstream.up` tells the data path)."""
-        return (
-            self.upstream is not None
-            and self.health.up
-            and self.enabled
-            and not self.draining
-            and not self.stopping
-        )
-
-    @property
-    def state(self) -> str:
-        if self.draining:
-            return "draining"
-        if not self.enabled:
-            return "disabled"
-        return self.health.state
 
 
 class Cluster:
@@ -135,29 +65,46 @@ class Cluster:
         self.make_upstream = make_upstream
         self.reload_config = reload_config
         self.members: dict[str, Member] = {}  # insertion order: /rep lists them that way
-        self.server: ProxyServer | None = None
-        self.events: deque[Event] = deque(maxlen=500)
-        self.restarts_total = 0
-        self.heartbeat_failures: dict[str, int] = {}
-        #: Heartbeats not sent because fastlb itself was out of descriptors (or buffers,
-        #: memory, local ports): no replica's health was judged by them.
-        self.heartbeats_skipped = 0
-        self._skipped_logged = 0  # heartbeats_skipped when that was last logged
-        self._skipped_log_at = -OWN_FAILURE_LOG_EVERY  # loop time of that log line
-        self._publish_lock = asyncio.Lock()
-        self._wanted = 0
-        self._built = 0
-        #: The membership the table in place was built from (None: no route).
-        self._membership: Membership | None = None
-        #: Tables built since start (a health flap must build none: tests count them).
-        self.table_builds = 0
-        self._closing = False
+        self.events = Events()
         self._tasks: set[asyncio.Task[None]] = set()
         self._weights = dict(config.replicas.weights)
+        self.publisher = Publisher(self.members, tables, self._spawn)
+        self.prober = Prober(self._health_config, self._health_changed)
+        self.healer = Healer(
+            self.members, provider, self._health_config, self.events, self._running,
+            self.publisher.publish,
+        )
         #: Called with (old, new) by every reload, before replicas are added or removed: the
         #: parts outside the cluster that hold configuration (the admin routes, the admin
         #: listener) take theirs there. They must not raise.
         self.on_reload: list[Callable[[Config, Config], None]] = []
+
+    # Narrow views for the observers (metrics, status page) and the tests.
+    @property
+    def server(self) -> ProxyServer | None:
+        return self.publisher.server
+
+    @property
+    def table_builds(self) -> int:
+        return self.publisher.builds
+
+    @property
+    def restarts_total(self) -> int:
+        return self.healer.restarts
+
+    @property
+    def heartbeat_failures(self) -> dict[str, int]:
+        return self.prober.failures
+
+    @property
+    def heartbeats_skipped(self) -> int:
+        return self.prober.skipped
+
+    def _health_config(self) -> HealthConfig:
+        return self.config.health
+
+    async def publish(self) -> None:
+        await self.publisher.publish()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> Route[Upstream] | None:
@@ -166,26 +113,26 @@ class Cluster:
         for replica in await self.provider.adopt():
             member = self._new_member(replica.name)
             self._running(member, replica)
-            self._event("adopted", replica.name, f"{replica.host}:{replica.port}")
+            self.events.add("adopted", replica.name, f"{replica.host}:{replica.port}")
         missing = [n for n in self.provider.names() if n not in self.members]
         started = await self._start_all(missing)
         for replica in started:
             member = self._new_member(replica.name)
             self._running(member, replica)
-            self._event("started", replica.name, f"{replica.host}:{replica.port}")
-        await self._first_heartbeats(list(self.members.values()))
-        return self._route_now()
+            self.events.add("started", replica.name, f"{replica.host}:{replica.port}")
+        await self.prober.first(list(self.members.values()))
+        return self.publisher.first()
 
     def attach(self, server: ProxyServer) -> None:
-        self.server = server
+        self.publisher.server = server
         server.on_suspect = self._on_suspect
         for member in self.members.values():
-            self._watch(member)
+            self.prober.watch(member)
 
     async def close(self) -> None:
-        self._closing = True
+        self.healer.closing = True
         for member in self.members.values():
-            member.stopping = True
+            member.admin = REMOVED
             for task in (member.probes, member.healing):
                 if task is not None:
                     task.cancel()
@@ -193,66 +140,6 @@ class Cluster:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.provider.close()
-
-    # --------------------------------------------------------------------- tables
-    def _mark(self) -> None:
-        """Tell the data path, at once, which replicas a request may pick: `Upstream.up` is
-        read at every pick, so a health change needs no table and moves no other key."""
-        for member in self.members.values():
-            if member.upstream is not None:
-                member.upstream.up = member.routable
-
-    def _in_table(self) -> list[tuple[str, int, Upstream]]:
-        return [
-            (m.name, m.weight, m.upstream)
-            for m in self.members.values()
-            if m.in_table and m.upstream is not None
-        ]
-
-    def _route_now(self) -> Route[Upstream] | None:
-        """The first route, built inline (before the listener opens)."""
-        self._mark()
-        plan = plan_route(None, None, self._in_table())
-        if plan.action != REBUILD:
-            return None
-        self.table_builds += 1
-        self._membership = plan.members
-        return Route.build(self.tables.build_now(plan.members), plan.upstreams)
-
-    async def publish(self) -> None:
-        """Bring the route in line with the members: rebuild the table only if their names or
-        weights changed, swap the upstreams of a replacement, else keep it. Concurrent calls
-        coalesce: a caller returns once a route at least as new as its own request is in place."""
-        self._mark()
-        self._wanted += 1
-        wanted = self._wanted
-        async with self._publish_lock:
-            if self._built >= wanted:
-                return
-            generation = self._wanted
-            self._mark()
-            current = self.server.route if self.server is not None else None
-            plan = plan_route(self._membership, current, self._in_table())
-            route = current
-            if plan.action == REBUILD:
-                table = await self.tables.build(plan.members)
-                self.table_builds += 1
-                # Built from the members as they were asked for; one that left meanwhile is
-                # still listed, down, until the next publish (queued by whatever removed it).
-                route = Route.build(table, plan.upstreams)
-                self._membership = plan.members
-            elif plan.action == SWAP and current is not None:
-                route = Route(current.table, tuple(plan.upstreams[n] for n in current.table.names))
-            elif plan.action == CLEAR:
-                route = None
-                self._membership = None
-            if self.server is not None and route is not current:
-                self.server.set_route(route)
-            self._built = generation
-
-    def _publish_soon(self) -> None:
-        self._mark()
-        self._spawn(self.publish())
 
     # ------------------------------------------------------------------- members
     def _new_member(self, name: str) -> Member:
@@ -274,26 +161,10 @@ class Cluster:
             # The provider returned once it answered /heartbeat (local, Docker): up now.
             member.health.started()
         # else (static): `start` only named it; it stays `starting`, unrouted, until its
-        # first good heartbeat (_first_heartbeats, then the probe loop).
+        # first good heartbeat (Prober.first, then the probe loop).
         upstream.up = member.routable
         if self.server is not None:
-            self._watch(member)
-
-    async def _first_heartbeats(self, members: list[Member]) -> None:
-        """One heartbeat for each member still `starting` (a static replica), so that those
-        that answer are routed in the first table, and those that do not are not routed."""
-        timeout = self.config.health.timeout
-
-        async def first(member: Member) -> None:
-            replica = member.replica
-            if replica is None:
-                return
-            check = HeartbeatCheck.of(self.config.health)
-            beat = await probe(replica.host, replica.port, timeout, replica.identity, check)
-            if beat.ok and member.replica is replica and member.health.state == STARTING:
-                member.health.started()
-
-        await asyncio.gather(*(first(m) for m in members if m.health.state == STARTING))
+            self.prober.watch(member)
 
     async def _start_all(self, names: list[str]) -> list[Replica]:
         """Start replicas concurrently; if any fails, stop the others and raise its error."""
@@ -307,102 +178,26 @@ class Cluster:
             raise errors[0]
         return started
 
-    def _event(self, kind: str, replica: str, detail: str = "", *, quiet: bool = False) -> None:
-        """Record an event for the status page and log it (`quiet`: a repeat, recorded only)."""
-        self.events.append(Event(time.time(), kind, replica, detail))
-        if not quiet:
-            log.info("%s %s%s", replica, kind, f": {detail}" if detail else "")
-
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # --------------------------------------------------------------------- health
-    def _watch(self, member: Member) -> None:
-        if member.probes is None or member.probes.done():
-            member.probes = asyncio.ensure_future(self._probe_loop(member))
-
-    async def _probe_loop(self, member: Member) -> None:
-        """Heartbeats start `interval` apart (not `interval` after the last one ended), so a
-        hung replica, whose probes each take the full timeout, is down after about
-        fall x interval + timeout. A suspicion from the data path probes at once."""
-        loop = asyncio.get_running_loop()
-        next_at = loop.time() + self.config.health.interval
-        while not member.stopping:
-            hc = self.config.health
-            delay = next_at - loop.time()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(member.wake.wait(), delay)
-            if member.wake.is_set():
-                member.wake.clear()
-            else:
-                next_at = max(next_at + hc.interval, loop.time())
-            replica = member.replica
-            if replica is None or member.stopping or member.healing is not None:
-                continue
-            check = HeartbeatCheck.of(hc)
-            beat = await probe(replica.host, replica.port, hc.timeout, replica.identity, check)
-            if member.replica is not replica or member.stopping:
-                continue  # replaced or removed while the probe ran
-            if beat.own:
-                # fastlb could not even open the socket (EMFILE and the like): that says
-                # nothing about the replica, whose health stays as it was.
-                self._skipped(beat.reason)
-                continue
-            if beat.ok:
-                member.impostor = ""
-                if member.health.state == STARTING:
-                    # A static replica's first good heartbeat: what a local one's startup
-                    # heartbeat is, so it is up at once (not after `rise`).
-                    member.health.started()
-                    self._health_changed(member)
-                    continue
-            else:
-                self.heartbeat_failures[member.name] = (
-                    self.heartbeat_failures.get(member.name, 0) + 1
-                )
-                if beat.served_by is not None and beat.served_by != member.impostor:
-                    member.impostor = beat.served_by
-                    log.warning(
-                        "%s: the heartbeat to %s:%d %s: another replica holds its port; "
-                        "counted as a failed heartbeat",
-                        member.name, replica.host, replica.port, beat.reason,
-                    )
-            if member.health.heartbeat(beat.ok):
-                self._health_changed(member)
-
-    def _skipped(self, reason: str) -> None:
-        """A heartbeat fastlb could not send for its own want of resources: counted, and
-        logged at most once each OWN_FAILURE_LOG_EVERY seconds (with how many since)."""
-        self.heartbeats_skipped += 1
-        now = asyncio.get_running_loop().time()
-        if now - self._skipped_log_at < OWN_FAILURE_LOG_EVERY:
-            return
-        count = self.heartbeats_skipped - self._skipped_logged
-        self._skipped_logged = self.heartbeats_skipped
-        self._skipped_log_at = now
-        log.warning(
-            "%d heartbeat(s) not sent: fastlb itself is out of resources (%s); replica health "
-            "is left as it was; raise the descriptor limit (ulimit -n) if this lasts",
-            count, reason,
-        )
-
+    # ------------------------------------------------------------ health signals
     def _health_changed(self, member: Member) -> None:
         if member.health.state == DOWN:
-            self._event("down", member.name, "heartbeats failed")
+            self.events.add("down", member.name, "heartbeats failed")
             if member.upstream is not None:
                 member.upstream.close_idle()
-            self._publish_soon()
+            self.publisher.soon()
             if self.provider.replaceable:
-                self._heal(member, delay=self.config.health.replace_after)
+                self.healer.heal(member, delay=self.config.health.replace_after)
             # else (static): nothing of ours to restart; the heartbeats go on, and `rise`
             # good ones bring it back.
         elif member.health.state == UP:
-            self._event("up", member.name)
-            self._publish_soon()
+            self.events.add("up", member.name)
+            self.publisher.soon()
 
     def _on_suspect(self, name: str) -> None:
         member = self.members.get(name)
@@ -411,96 +206,14 @@ class Cluster:
 
     def _on_exit(self, name: str, detail: str = "") -> None:
         member = self.members.get(name)
-        if member is None or member.stopping or self._closing:
+        if member is None or member.removed or self.healer.closing:
             return
         member.health.died()
-        self._event("died", name, detail)
+        self.events.add("died", name, detail)
         if member.upstream is not None:
             member.upstream.close_idle()
-        self._publish_soon()
-        self._heal(member, delay=0.0)
-
-    # ---------------------------------------------------------------- self-healing
-    def _heal(self, member: Member, delay: float) -> None:
-        if member.healing is None and not member.stopping and not self._closing:
-            member.healing = asyncio.ensure_future(self._replace(member, delay))
-
-    async def _replace(self, member: Member, delay: float) -> None:
-        """Replace a member that died or stayed down, backing off if it keeps crashing."""
-        hc = self.config.health
-        try:
-            await asyncio.sleep(delay)
-            if member.health.up or member.stopping:
-                return  # it came back by itself
-            while not member.stopping and not self._closing:
-                if time.monotonic() - member.started_at < hc.crash_window:
-                    member.crashes += 1
-                else:
-                    member.crashes = 0
-                if member.crashes > 1:
-                    # The first early death is replaced at once (it may have been killed);
-                    # one that keeps dying young waits longer each time instead of looping hot.
-                    wait = min(hc.backoff * 2 ** (member.crashes - 2), hc.backoff_max)
-                    self._event("crash-loop", member.name, f"restarting in {wait:g} s")
-                    await asyncio.sleep(wait)
-                try:
-                    if await self._restart(member):
-                        return
-                except Exception as exc:
-                    # Stopping the old one failed, or something not foreseen: never an
-                    # unretrieved task exception, never a retry without the backoff above.
-                    detail = f"{type(exc).__name__}: {exc}"
-                    if detail != member.last_failure:
-                        log.exception("%s: replacement failed", member.name)
-                    member.started_at = time.monotonic()
-                    self._restart_failed(member, detail)
-        finally:
-            member.healing = None
-            if member.health.state == DOWN and not member.stopping and not self._closing:
-                # It died again while this replacement was being put in place.
-                self._heal(member, delay=0.0)
-
-    async def _restart(self, member: Member) -> bool:
-        old = member.name
-        await self.provider.stop(old)  # a hung process is killed, a dead one is reaped
-        if member.upstream is not None:
-            member.upstream.close_idle()
-        name = old
-        if self.config.health.replace_with == "random":
-            name = self._fresh_name()
-            del self.members[old]
-            member.name = name
-            self.members[name] = member
-        try:
-            replica = await self.provider.start(name)
-        except (FastlbError, OSError) as exc:
-            # FastlbError: the provider's own account (EMFILE on Popen is one, for the local
-            # provider); OSError: a provider that let one through. Either way the loop in
-            # _replace waits its backoff before the next try.
-            member.started_at = time.monotonic()
-            self._restart_failed(member, str(exc))
-            return False
-        member.last_failure = ""
-        member.restarts += 1
-        self.restarts_total += 1
-        self._running(member, replica)
-        detail = f"{replica.host}:{replica.port}" + (f", was {old}" if name != old else "")
-        self._event("replaced", name, detail)
-        await self.publish()
-        return True
-
-    def _restart_failed(self, member: Member, detail: str) -> None:
-        """A failed restart: an event each time, a log line only when the reason changes
-        (at the descriptor limit every try fails the same way)."""
-        repeat = detail == member.last_failure
-        member.last_failure = detail
-        self._event("restart-failed", member.name, detail, quiet=repeat)
-
-    def _fresh_name(self) -> str:
-        while True:
-            name = f"Server{random.randrange(100000, 1000000)}"
-            if name not in self.members:
-                return name
+        self.publisher.soon()
+        self.healer.heal(member, delay=0.0)
 
     # ------------------------------------------------------------ control contract
     def replicas(self) -> list[ReplicaInfo]:
@@ -522,6 +235,10 @@ class Cluster:
                 )
             )
         return sorted(infos, key=lambda info: info.name)
+
+    def history(self, name: str) -> list[EventInfo]:
+        self._known(name)
+        return [EventInfo(e.at, e.kind, e.detail) for e in self.events if e.replica == name]
 
     def names(self) -> list[str]:
         """Replica names in the order they joined (what /rep lists)."""
@@ -573,12 +290,12 @@ class Cluster:
         for replica in started:
             member = self._new_member(replica.name)
             self._running(member, replica)
-            self._event("added", replica.name, f"{replica.host}:{replica.port}")
+            self.events.add("added", replica.name, f"{replica.host}:{replica.port}")
             members.append(member)
-        await self._first_heartbeats(members)
-        await self.publish()
+        await self.prober.first(members)
+        await self.publisher.publish()
 
-    async def _move_static(self, names: list[str]) -> None:
+    async def _move(self, names: tuple[str, ...]) -> None:
         """Static replicas whose [[replicas.static]] address changed in a reload: the member
         takes the new address (a new upstream, its counters kept) and, like a new static
         replica, is routed once a heartbeat there answers. Nothing is started or stopped:
@@ -594,18 +311,15 @@ class Cluster:
             except FastlbError as exc:
                 log.warning("reload: %s keeps its address: %s", name, exc)
                 continue
-            if (replica.host, replica.port) == (old.host, old.port):
-                continue
             if member.upstream is not None:
                 member.upstream.close_idle()
             hc = self.config.health
             member.health = Health(hc.rise, hc.fall)  # starting: probed at the new address
             self._running(member, replica)
-            self._event(
-                "moved", name, f"{old.host}:{old.port} -> {replica.host}:{replica.port}"
-            )
+            detail = f"{old.host}:{old.port} -> {replica.host}:{replica.port}"
+            self.events.add("moved", name, detail)
             moved.append(member)
-        await self._first_heartbeats(moved)
+        await self.prober.first(moved)
 
     def _known(self, name: str) -> Member:
         member = self.members.get(name)
@@ -619,21 +333,21 @@ class Cluster:
             raise ControlError("a hostname is listed twice")
         members = [self._known(name) for name in names]
         for member in members:
-            member.draining = True
-        await self.publish()
+            member.admin = DRAINING
+        await self.publisher.publish()  # not picked any more; still in the table
         await self._drained(members)
         for member in members:
-            member.stopping = True
+            member.admin = REMOVED
             for task in (member.probes, member.healing):
                 if task is not None:
                     task.cancel()
             del self.members[member.name]
-        await self.publish()  # the names changed: a new table without them
+        await self.publisher.publish()  # the names changed: a new table without them
         await asyncio.gather(*(self.provider.stop(m.name) for m in members))
         for member in members:
             if member.upstream is not None:
                 member.upstream.close_idle()
-            self._event("removed", member.name)
+            self.events.add("removed", member.name)
 
     async def _drained(self, members: list[Member]) -> None:
         """Wait until no request is in flight on `members`, at most drain_timeout."""
@@ -646,21 +360,21 @@ class Cluster:
 
     async def drain(self, name: str) -> None:
         member = self._known(name)
-        member.draining = True
-        self._event("draining", name)
-        await self.publish()
+        member.admin = DRAINING
+        self.events.add("draining", name)
+        await self.publisher.publish()
 
     def enable(self, name: str) -> None:
         member = self._known(name)
-        member.enabled, member.draining = True, False
-        self._event("enabled", name)
-        self._publish_soon()
+        member.admin = ENABLED
+        self.events.add("enabled", name)
+        self.publisher.soon()
 
     def disable(self, name: str) -> None:
         member = self._known(name)
-        member.enabled = False
-        self._event("disabled", name)
-        self._publish_soon()
+        member.admin = DISABLED
+        self.events.add("disabled", name)
+        self.publisher.soon()
 
     def set_weight(self, name: str, weight: int) -> None:
         member = self._known(name)
@@ -668,8 +382,8 @@ class Cluster:
             raise ControlError(f"weight: expected {WEIGHT_RULE}, got {json.dumps(weight)}")
         member.weight = weight
         self._weights[name] = weight
-        self._event("weight", name, str(weight))
-        self._publish_soon()
+        self.events.add("weight", name, str(weight))
+        self.publisher.soon()
 
     async def reload(self) -> str:
         if self.reload_config is None:
@@ -677,47 +391,41 @@ class Cluster:
         try:
             config = self.reload_config()
         except FastlbError as exc:
-            self._event("reload-failed", "-", str(exc))
+            self.events.add("reload-failed", "-", str(exc))
             raise ControlError(f"config rejected, nothing changed: {exc}") from None
         return await self.apply(config)
 
     async def apply(self, config: Config) -> str:
-        """Make the running cluster match `config` (replica set, weights, table, health)."""
+        """Make the running cluster match `config`, as `plan_reload` says: every part that
+        holds configuration first, then the replicas added, removed and moved."""
         old = self.config
-        if config.proxy.host != old.proxy.host or config.proxy.port != old.proxy.port:
-            log.warning("reload: [proxy] listen changed; restart fastlb to move the listener")
-        if config.replicas.provider != old.replicas.provider:
-            # The running replicas belong to the old provider: the [replicas] table is kept.
-            log.warning(
-                "reload: [replicas] provider changed from %r to %r; restart fastlb to change "
-                "it ([replicas] kept as it was)", old.replicas.provider, config.replicas.provider,
-            )
-            config = dataclasses.replace(config, replicas=old.replicas)
-        else:
+        plan = plan_reload(old, config, list(self.members))
+        for warning in plan.warnings:
+            log.warning("reload: %s", warning)
+        config = plan.config
+        if config.replicas is not old.replicas:
             # Before anything is started: a replica added to the file is started from it.
             self.provider.reconfigure(config.replicas, config.health)
         self.config = config
-        self._weights = dict(config.replicas.weights)
+        self._weights = dict(plan.weights)
         self.tables.routing = config.routing
         if self.server is not None:
             self.server.reconfigure(config.proxy, config.routing.key)
+            self.server.balance_factor = config.routing.balance_factor
         for hook in self.on_reload:
             hook(old, config)
         for member in self.members.values():
             member.weight = self._weights.get(member.name, 1)
             member.health.rise, member.health.fall = config.health.rise, config.health.fall
-        wanted = list(config.replicas.names)
-        to_add = [n for n in wanted if n not in self.members]
-        to_remove = [n for n in self.members if n not in wanted]
-        if to_add:
-            await self.add(to_add)
-        if to_remove:
-            await self.remove(to_remove)
-        if not self.provider.replaceable:
-            await self._move_static([n for n in wanted if n not in to_add])
-        await self.publish()
+        if plan.add:
+            await self.add(list(plan.add))
+        if plan.remove:
+            await self.remove(list(plan.remove))
+        if plan.move:
+            await self._move(plan.move)
+        await self.publisher.publish()
         summary = f"reloaded {config.source}: {len(self.members)} replicas"
-        if to_add or to_remove:
-            summary += f" (+{len(to_add)} -{len(to_remove)})"
-        self._event("reloaded", "-", summary)
+        if plan.add or plan.remove:
+            summary += f" (+{len(plan.add)} -{len(plan.remove)})"
+        self.events.add("reloaded", "-", summary)
         return summary

@@ -13,11 +13,12 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import assert_never
 
-from fastlb.control.api import ClusterControl, ControlError, ReplicaInfo
+from fastlb.control.api import ClusterControl, ControlError, EventInfo, ReplicaInfo
 from fastlb.limits import MAX_WEIGHT, WEIGHT_RULE, is_weight
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Quit",
     "Reload",
     "SetWeight",
+    "ShowReplica",
     "ShowReplicas",
     "ShowTable",
     "answer",
@@ -60,6 +62,11 @@ class CommandError(ControlError):
 @dataclass(frozen=True, slots=True)
 class ShowReplicas:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class ShowReplica:
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +122,7 @@ class Quit:
 
 Command = (
     ShowReplicas
+    | ShowReplica
     | ShowTable
     | AddReplicas
     | DelReplicas
@@ -131,7 +139,7 @@ Command = (
 def changes_state(cmd: Command) -> bool:
     """Whether the command asks the cluster to change something: those are the ones worth a line
     in the log, so that a change can be traced back to the operator who made it."""
-    return not isinstance(cmd, ShowReplicas | ShowTable | Help | Quit)
+    return not isinstance(cmd, ShowReplicas | ShowReplica | ShowTable | Help | Quit)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -219,6 +227,12 @@ _SYNTAXES: tuple[_Syntax, ...] = (
         "",
         "every replica: address, state, weight, share, load, restarts",
         _no_args(ShowReplicas()),
+    ),
+    _Syntax(
+        ("show", "replica"),
+        "NAME",
+        "one replica's row and its recent events (a died one's last output lines)",
+        _one_name(ShowReplica),
     ),
     _Syntax(
         ("show", "table"), "", "each replica's share of the routing table", _no_args(ShowTable())
@@ -396,6 +410,10 @@ async def _run(cmd: Command, cluster: ClusterControl) -> str:
     match cmd:
         case ShowReplicas():
             return _replica_table(cluster.replicas())
+        case ShowReplica(name):
+            events = cluster.history(name)
+            row = [r for r in cluster.replicas() if r.name == name]
+            return _replica_table(row) + "\n\n" + _event_lines(events)
         case ShowTable():
             return _share_table(cluster.table_shares())
         case AddReplicas(names):
@@ -449,6 +467,20 @@ def _replica_table(replicas: Sequence[ReplicaInfo]) -> str:
     ]
     header = ("NAME", "ADDRESS", "STATE", "WEIGHT", "SHARE", "IN-FLIGHT", "REQUESTS", "RESTARTS")
     return _columns(header, rows, numeric=3)
+
+
+def _event_lines(events: Sequence[EventInfo]) -> str:
+    """One line per event, oldest first, in UTC; a detail's own lines (a died replica's last
+    output) follow it, indented."""
+    if not events:
+        return "no events"
+    lines = []
+    for event in events:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at))
+        first, *rest = event.detail.split("\n") if event.detail else [""]
+        lines.append(f"{when}  {event.kind}" + (f"  {first}" if first else ""))
+        lines.extend(f"    {line}" for line in rest)
+    return "\n".join(lines)
 
 
 def _share_table(shares: dict[str, float]) -> str:

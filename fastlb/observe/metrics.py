@@ -174,6 +174,13 @@ class FastlbCollector(Collector):
             value=sum(s.retries for s in servers),
         )
 
+        yield CounterMetricFamily(
+            "fastlb_bounded_load_passes",
+            "Requests sent to another candidate because their key's replica was at its bounded "
+            "load ([routing] balance_factor).",
+            value=sum(s.over_cap for s in servers),
+        )
+
         share = GaugeMetricFamily(
             "fastlb_table_share",
             "Fraction of the key space the routing table sends to the replica (0 when it is not "

@@ -85,6 +85,7 @@ same read as the response head, which has not gone out yet, is answered 502 rath
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Final
@@ -346,6 +347,27 @@ class Recorder(Port):
 
     def ended(self, outcome: int) -> None:
         self.outcomes.append(outcome)
+
+
+def below_cap(upstream: Upstream, upstreams: tuple[Upstream, ...], factor: float) -> bool:
+    """Whether `upstream` may take one more exchange under consistent hashing with bounded
+    loads (Mirrokni, Thorup and Zadimoghaddam, 2018), as HAProxy's hash-balance-factor
+    applies it: a replica's in-flight count stays below its weight's part of `factor` times
+    the total in flight (this one included), rounded up. Over the replicas that are up, the
+    caps add up to at least the total plus one, so some replica is always below its cap; a
+    key whose replica is full goes to the next of its candidates, and comes back once it is
+    not. O(replicas), paid only with balance_factor set; each process counts its own
+    exchanges, as HAProxy's threads and Envoy's workers do."""
+    total = 0
+    weights = 0
+    for other in upstreams:
+        if other.up:
+            total += other.active
+            weights += other.weight
+    if weights == 0:
+        return True
+    cap = math.ceil(factor * (total + 1) * upstream.weight / weights)
+    return upstream.active < cap
 
 
 class Exchange:
@@ -708,7 +730,12 @@ class Exchange:
         self.out_head = request_head_out(head, self.ip, server.forwarded, self.xff)
         self.port.deadline = t0 + server.backend_timeout
         upstream = route.upstreams[route.table.lookup(key)]
-        if upstream.up and (upstream.refused_until <= t0 or len(route.upstreams) == 1):
+        factor = server.balance_factor
+        if (
+            upstream.up
+            and (upstream.refused_until <= t0 or len(route.upstreams) == 1)
+            and (factor == 0.0 or below_cap(upstream, route.upstreams, factor))
+        ):
             # _open(upstream, True), inlined: this is the path of nearly every request.
             upstream.active += 1
             upstream.requests += 1
@@ -724,8 +751,8 @@ class Exchange:
                 port.to_replica(self.out_head)
         else:
             # Down by its heartbeats, or it refused a connection moments ago (it died, and the
-            # controller does not know yet): straight to the next candidate, never to a closed
-            # port.
+            # controller does not know yet), or at its bounded load: straight to the next
+            # candidate, never to a closed port.
             self._next_candidate(False, upstream)
         if rest and self.seq == seq:  # (not if it ended already: no replica could take it)
             if self.req == REQ_BODY:
@@ -843,6 +870,10 @@ class Exchange:
         tried.add(upstream)
         now = monotonic()
         refused: Upstream | None = None
+        factor = self.server.balance_factor
+        full: Upstream | None = None
+        if factor != 0.0 and not failed and upstream.up and upstream.refused_until <= now:
+            full = upstream  # passed over at dispatch for its load: the fallback if all are
         for index in self.cands:
             candidate = route.upstreams[index]
             if candidate in tried:
@@ -855,18 +886,30 @@ class Exchange:
                 if refused is None:
                     refused = candidate  # the last resort, if every other one fails too
                 continue
-            self._fail_over(candidate)
+            if factor != 0.0 and not below_cap(candidate, route.upstreams, factor):
+                tried.add(candidate)
+                if full is None:
+                    full = candidate
+                continue
+            if full is not None:
+                self.server.over_cap += 1  # the key's replica (or a better one) was full
+            self._fail_over(candidate, full is None)
+            return
+        if full is not None:
+            self._fail_over(full, False)
             return
         if refused is not None:
             self._fail_over(refused)
             return
         self._finish(NO_REPLICA, "no replica is available to serve the request")
 
-    def _fail_over(self, upstream: Upstream) -> None:
+    def _fail_over(self, upstream: Upstream, retry: bool = True) -> None:
         """Send the request to `upstream`: on a pooled connection if one is idle and the
         request may be sent again should that one turn out stale (idempotent, no body: see
-        replica_lost); else on a new connection, so that a failover never costs a 502."""
-        self.server.retries += 1
+        replica_lost); else on a new connection, so that a failover never costs a 502.
+        `retry`: counted as a retry (not when the first choice was only at its bounded load)."""
+        if retry:
+            self.server.retries += 1
         head = self.head
         pooled = head is not None and head.length == 0 and head.method in IDEMPOTENT
         self._open(upstream, pooled)

@@ -161,6 +161,10 @@ class ProxyServer:
         self.refused = 0  # malformed or refused requests (4xx from fastlb, connection closed)
         self.rejected = 0  # paths the replicas do not serve (the spec's 400)
         self.retries = 0  # requests sent again: to the next candidate or on a fresh connection
+        #: [routing] balance_factor (0: off): consistent hashing with bounded loads, see
+        #: fastlb.proxy.exchange.below_cap. Set by the balancer, and again on reload.
+        self.balance_factor = 0.0
+        self.over_cap = 0  # picks that passed a replica over for being at its bounded load
         self.own_responses: dict[int, int] = {}  # status -> errors fastlb sent with no replica
         self._sweeper: asyncio.TimerHandle | None = None
 

@@ -42,6 +42,7 @@ import docker.errors
 from fastlb.config import HealthConfig, ReplicasConfig
 from fastlb.errors import ReplicaError
 from fastlb.replicas.base import DEFAULT_CHECK, ExitCallback, HeartbeatCheck, Replica, heartbeat
+from fastlb.replicas.output import TAIL_LINES, last_words
 
 log = logging.getLogger("fastlb.replicas")
 
@@ -569,7 +570,12 @@ class DockerProvider:
                     name = attributes.get(REPLICA_LABEL) or attributes.get("name", "")
                     cid = actor.get("ID") or event.get("id", "")
                     code = attributes.get("exitCode", "?")
-                    loop.call_soon_threadsafe(self._died, name, cid, code)
+                    words = ""
+                    if cid and self._owned.get(name) == cid:
+                        # Read here, off the loop, while the container is still there: what
+                        # it said last explains its death (a traceback) in the `died` event.
+                        words = self._last_words(client, cid)
+                    loop.call_soon_threadsafe(self._died, name, cid, code, words)
             except RuntimeError:  # the loop is closed: nobody left to tell
                 break
             except Exception as exc:  # the stream broke, or close() cancelled it
@@ -594,7 +600,18 @@ class DockerProvider:
             self._events_thread.join(timeout=5)
             self._events_thread = None
 
-    def _died(self, name: str, cid: str, code: str) -> None:
+    @staticmethod
+    def _last_words(client: Client, cid: str) -> str:
+        """The container's last output lines for a message ('' if the engine cannot say)."""
+        try:
+            raw = client.api.logs(cid, stdout=True, stderr=True, tail=TAIL_LINES)
+        except Exception as exc:  # gone already, or the engine is going away
+            log.debug("the last output of container %s: %s", cid[:12], _reason(exc))
+            return ""
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        return last_words(text.splitlines()[-TAIL_LINES:])
+
+    def _died(self, name: str, cid: str, code: str, words: str = "") -> None:
         """On the loop: a container of this cluster died. Reported only if it is one we own
         and did not stop ourselves (stop() forgets it before stopping it)."""
         if not cid or self._owned.get(name) != cid:
@@ -604,7 +621,7 @@ class DockerProvider:
         self._dead[name] = cid
         log.warning("replica %s (container %s) exited with %s", name, cid[:12], code)
         if self._on_exit is not None:
-            self._on_exit(name, f"container {cid[:12]} exited with {code}")
+            self._on_exit(name, f"container {cid[:12]} exited with {code}{words}")
 
 
 def _reason(exc: BaseException) -> str:

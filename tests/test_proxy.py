@@ -605,6 +605,26 @@ def test_access_log_json_and_reopened_on_sighup(
     assert len((tmp_path / "access.log.1").read_text().splitlines()) == 1
 
 
+
+def test_access_format_follows_a_reload(start_fastlb: StartFastlb, echo: Backend, tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    cfg = static_config(0, [("echo", echo.port)], paths=["/ok"]).replace(":0", ":{port}")
+    lb = start_fastlb(cfg + f'[log]\naccess = true\naccess_file = "{log}"\n')
+    assert lb.get("/ok?a")[0] == 200
+    (first,) = wait_lines(log, 1)
+    assert COMBINED.match(first), first
+    lb.config.write_text(lb.config.read_text() + 'access_format = "json"\n')
+    lb.proc.send_signal(signal.SIGHUP)
+
+    def json_now() -> bool:
+        lb.get("/ok?b")
+        lines = log.read_text().splitlines()
+        return lines[-1].startswith("{")
+
+    wait_for(json_now, 10, "JSON lines after the reload")
+    assert json.loads(log.read_text().splitlines()[-1])["target"] == "/ok?b"
+
+
 def test_access_log_has_refused_cut_and_aborted_exchanges(
     start_fastlb: StartFastlb, quirky: Callable[[bytes | None], int], tmp_path: Path
 ) -> None:

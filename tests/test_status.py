@@ -184,6 +184,8 @@ def test_percentiles_resolve_a_one_millisecond_replica(
     row = by_name(document)["S1"]
     # fastlb measures from the request head to the response's end: at least the replica's 1 ms.
     assert 1.0 <= row["p50_ms"] < 2.0 and row["p50_ms"] <= row["p99_ms"] <= 10.0, row
+    # The page's footnote no longer apologises for coarse buckets.
+    assert b"bucket" not in lb.get("/status")[2]
 
 
 def test_status_json_under_load_and_across_a_replica_death(start_fastlb: StartFastlb) -> None:

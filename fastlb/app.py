@@ -8,6 +8,7 @@ interfaces (cli -> app -> proxy/control/replicas -> table/config/http).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -195,8 +196,22 @@ class Balancer:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
-            await self.start()
-            await self._stopping.wait()
+            # A stop asked while replicas are still starting (Ctrl-C at a slow app's start)
+            # is not kept waiting for their start_timeout: the start is cancelled, and stop()
+            # ends the children already spawned.
+            starting = asyncio.ensure_future(self.start())
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                log.info("stopping before fastlb was serving")
+                return 0
+            if starting.exception() is not None:
+                stopping.cancel()
+                starting.result()  # a failed start raises its error here
+            await stopping
             log.info("stopping: draining requests in flight")
         finally:
             await self.stop()

@@ -81,3 +81,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FastlbError as exc:
         print(f"fastlb: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the loop's SIGINT handler is in place
+        return 130

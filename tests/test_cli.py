@@ -30,6 +30,7 @@ from tests.conftest import (
     http_get,
     static_config,
     wait_for,
+    wait_gone,
     wait_port,
 )
 
@@ -150,6 +151,29 @@ def test_ctrl_c_ends_quietly_and_drains(procs: Processes, tmp_path: Path) -> Non
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert " died" not in err and "exited" not in err, err
     assert answers == [200] * 4, (answers, err)  # drained: the replicas were not interrupted
+
+
+def test_ctrl_c_while_replicas_start_stops_at_once(procs: Processes, tmp_path: Path) -> None:
+    # A replica that takes its time to listen (here: never): Ctrl-C does not wait out its
+    # start_timeout, and the child fastlb spawned goes with it.
+    port = free_port()
+    path = tmp_path / "lb.toml"
+    path.write_text(
+        f'[proxy]\nlisten = "127.0.0.1:{port}"\n[replicas]\ncount = 1\nstart_timeout = 60\n'
+        'command = ["sh", "-c", "sleep 60", "{port}"]\n'
+    )
+    proc = procs.spawn([PY, "-m", "fastlb", "--config", str(path)], process_group=0)
+    wait_for(lambda: bool(children_of(proc.pid)), 20, "the replica spawned")
+    children = children_of(proc.pid)
+    time.sleep(0.2)
+    started = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=20) == 0
+    assert time.monotonic() - started < 5
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert "stopping before fastlb was serving" in err and "Traceback" not in err, err
+    assert wait_gone(children) == [], "the replica outlived fastlb"
 
 
 def make_plan(target: str, venv: Path) -> str:

@@ -83,6 +83,9 @@ class ProxyConfig:
     replica_paths: tuple[str, ...] = DEFAULT_REPLICA_PATHS
     backlog: int = 1024
     shutdown_timeout: float = 10.0  # SIGTERM: how long requests in flight may take to finish
+    # A WebSocket tunnel with no byte either way for this long is closed (HAProxy's
+    # `timeout tunnel`); on SIGTERM tunnels are closed when shutdown_timeout is over.
+    tunnel_timeout: float = 3600.0
     # Client connections held at most (HAProxy's maxconn); past it, new ones wait in the
     # backlog. 0: derived from the descriptor limit (ulimit -n), with a reserve kept.
     max_connections: int = 0
@@ -279,6 +282,7 @@ _PROXY_KEYS = (
     "replica_paths",
     "backlog",
     "shutdown_timeout",
+    "tunnel_timeout",
     "max_connections",
 )
 _ROUTING_KEYS = ("table", "key", "maglev_size", "classic_probe", "classic_hash", "balance_factor")
@@ -811,6 +815,7 @@ def _read_proxy(table: _Table) -> ProxyConfig:
         replica_paths=table.get("replica_paths", _list_of(_replica_path), d.replica_paths),
         backlog=table.get("backlog", _POSITIVE_INTEGER, d.backlog),
         shutdown_timeout=table.get("shutdown_timeout", _POSITIVE_NUMBER, d.shutdown_timeout),
+        tunnel_timeout=table.get("tunnel_timeout", _POSITIVE_NUMBER, d.tunnel_timeout),
         max_connections=table.get("max_connections", _NON_NEGATIVE_INTEGER, d.max_connections),
     )
 

@@ -80,6 +80,7 @@ def test_defaults_of_the_new_keys() -> None:
     """The documented defaults, spelled out: a change to one is a change to conf/lb.toml too."""
     cfg = default()
     assert cfg.proxy.shutdown_timeout == 10.0
+    assert cfg.proxy.tunnel_timeout == 3600.0
     assert cfg.proxy.max_connections == 0  # derived from the descriptor limit
     assert cfg.replicas.provider == "local"
     assert (
@@ -199,6 +200,7 @@ def test_every_key_is_read() -> None:
         replica_paths = []
         backlog = 16
         shutdown_timeout = 2.5
+        tunnel_timeout = 120
         max_connections = 500
 
         [routing]
@@ -277,6 +279,7 @@ def test_every_key_is_read() -> None:
             replica_paths=(),
             backlog=16,
             shutdown_timeout=2.5,
+            tunnel_timeout=120.0,
             max_connections=500,
         ),
         routing=RoutingConfig(
@@ -396,6 +399,9 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("proxy", "shutdown_timeout", '"10s"', "a positive number"),
     ("proxy", "shutdown_timeout", "true", "a positive number"),
     ("proxy", "shutdown_timeout", "inf", "a positive number (finite)"),
+    ("proxy", "tunnel_timeout", "0", "a positive number"),
+    ("proxy", "tunnel_timeout", '"1h"', "a positive number"),
+    ("proxy", "tunnel_timeout", "inf", "a positive number (finite)"),
     ("proxy", "forwarded_headers", "1", "true or false"),
     ("proxy", "forwarded_headers", '"yes"', "true or false"),
     ("proxy", "forwarded_headers", '"true"', "true or false"),
@@ -625,6 +631,10 @@ def test_bad_docker_value_names_file_table_and_key(key: str, value: str, expecte
         (
             '[proxy]\nshutdown_timeout = "10s"\n',
             'lb.toml: [proxy] shutdown_timeout: expected a positive number, got "10s"',
+        ),
+        (
+            "[proxy]\ntunnel_timeout = -1\n",
+            "lb.toml: [proxy] tunnel_timeout: expected a positive number, got -1",
         ),
         (
             '[replicas]\nprovider = "dokcer"\n',

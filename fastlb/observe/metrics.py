@@ -174,6 +174,26 @@ class FastlbCollector(Collector):
             value=sum(s.retries for s in servers),
         )
 
+        yield GaugeMetricFamily(
+            "fastlb_tunnels_open",
+            "WebSocket tunnels open now (requests the replica upgraded with a 101, relayed as "
+            "bytes both ways until either side closes).",
+            value=sum(s.tunnels_open for s in servers),
+        )
+        yield CounterMetricFamily(
+            "fastlb_tunnels",
+            "WebSocket tunnels opened (101 responses relayed).",
+            value=sum(s.tunnels for s in servers),
+        )
+        tunnel_bytes = CounterMetricFamily(
+            "fastlb_tunnel_bytes",
+            "Bytes relayed through WebSocket tunnels, by direction: to_replica (sent by "
+            "clients) and to_client (sent by replicas).",
+            labels=["direction"],
+        )
+        tunnel_bytes.add_metric(["to_replica"], sum(s.tunnel_bytes_up for s in servers))
+        tunnel_bytes.add_metric(["to_client"], sum(s.tunnel_bytes_down for s in servers))
+        yield tunnel_bytes
         yield CounterMetricFamily(
             "fastlb_bounded_load_passes",
             "Requests sent to another candidate because their key's replica was at its bounded "

@@ -142,6 +142,12 @@ class ClientConnection(Port):
         model: the server asks each connection, it does not read their state)."""
         self.exchange.shutdown()
 
+    def terminate(self) -> None:
+        """The shutdown grace is over: close now (a tunnel through its machine, which logs
+        how it ended)."""
+        if not self.exchange.terminate():
+            self.transport.close()
+
     # ---------------------------------------------------------------- Port, with transports
     def to_client(self, data: bytes) -> None:
         self.out.send(self.write, data)
@@ -198,6 +204,7 @@ class ClientConnection(Port):
                 backend.upstream.release(backend)
             else:
                 backend.client = None
+                self.out.flush()  # what is queued for it (a tunnel's last bytes) goes first
                 backend.close()
 
     def pause(self, reason: int) -> None:

@@ -166,6 +166,10 @@ class ProxyServer:
         self.balance_factor = 0.0
         self.over_cap = 0  # picks that passed a replica over for being at its bounded load
         self.own_responses: dict[int, int] = {}  # status -> errors fastlb sent with no replica
+        self.tunnels = 0  # WebSocket tunnels opened (a 101 relayed)
+        self.tunnels_open = 0  # tunnels open now
+        self.tunnel_bytes_up = 0  # tunnel bytes relayed from clients to replicas
+        self.tunnel_bytes_down = 0  # and from replicas to clients
         self._sweeper: asyncio.TimerHandle | None = None
 
     @property
@@ -388,11 +392,17 @@ class ProxyServer:
         self.header_timeout = config.header_timeout
         self.backend_timeout = config.backend_timeout
         self.idle_timeout = config.idle_timeout
+        self.tunnel_timeout = config.tunnel_timeout
         self.high_water = config.high_water
         self.low_water = config.low_water
         if self._sockets:
             self._set_max_connections()  # at once; a paused listener sees it on its next check
-        timeouts = (config.header_timeout, config.backend_timeout, config.idle_timeout)
+        timeouts = (
+            config.header_timeout,
+            config.backend_timeout,
+            config.idle_timeout,
+            config.tunnel_timeout,
+        )
         #: Timeouts are enforced to within this much; a quarter of the shortest keeps them honest.
         self.tick = min(1.0, max(0.05, min(timeouts) / 4))
 
@@ -427,6 +437,8 @@ class ProxyServer:
 
         Idle keep-alive connections close at once; busy ones close after their current
         response (`draining`), so a client that keeps sending cannot hold the shutdown open.
+        A tunnel has no response to end after: it is closed when `grace` is over
+        (TUNNEL_SHUTDOWN), as HAProxy's hard-stop-after closes its tunnels.
         """
         self.stop_accepting()
         self.draining = True
@@ -439,7 +451,7 @@ class ProxyServer:
                 break
             await asyncio.sleep(0.01)
         for client in list(self.clients):
-            client.transport.close()
+            client.terminate()
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.route is not None:

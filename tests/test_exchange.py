@@ -754,8 +754,9 @@ def test_a_close_from_the_client_ends_the_tunnel(loop: asyncio.AbstractEventLoop
         r.machine.client_lost()
     assert r.outcomes() == ["TUNNEL_CLIENT"] and r.log.codes() == ["tunnel-client"]
     assert r.port.events[-2:] == ["release close", "close"]  # never pooled
-    line = r.log.lines[0].split()
-    assert line[1:6] == [b"GET", b"/chat", upstream.name.encode(), b"101", b"3"], line
+    _, _, head, replica, status, length, _, _ = r.log.lines[0]
+    assert head is not None and (head.method, head.target) == (b"GET", b"/chat")
+    assert (replica, status, length) == (upstream.name.encode(), 101, 3), r.log.lines[0]
     assert r.server.tunnels_open == 0 and upstream.active == 0 and upstream.failures == 0
     assert r.machine.state_name() == "CLOSED/RESP_NONE"
     r.machine.client_lost()  # the shell's connection_lost after fastlb's close: nothing more

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import (
+    COMBINED,
     Backend,
     Fastlb,
     free_port,
@@ -539,11 +540,6 @@ def test_slow_reader_of_a_100mb_response_keeps_rss_flat(
     assert peak - base < 16 * 1024, f"RSS grew by {peak - base} KiB"
 
 
-#: nginx's combined format, then fastlb's replica, milliseconds and termination code.
-COMBINED = re.compile(
-    r'^(?P<ip>\S+) - - \[(?P<time>[^]]+)\] "(?P<request>[^"]*)" (?P<status>\S+) (?P<bytes>\S+) '
-    r'"(?P<referer>[^"]*)" "(?P<agent>[^"]*)" (?P<replica>\S+) (?P<ms>\S+) (?P<code>\S+)$'
-)
 
 
 def wait_lines(log: Path, count: int) -> list[str]:

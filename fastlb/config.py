@@ -31,6 +31,7 @@ from typing import TypeGuard, TypeVar
 
 from fastlb.errors import ConfigError
 from fastlb.limits import (
+    ACCESS_FORMATS,
     CLASSIC_PROBES,
     DURATION_BUCKETS,
     KETAMA_MAX_WEIGHT,
@@ -162,6 +163,10 @@ class AdminConfig:
     socket: str = ""  # path of the admin unix socket ("" = none)
     max_replicas: int = 100
     drain_timeout: float = 10.0  # /rm and `drain`: how long in-flight requests may take
+    # Where fastlb's own HTTP routes live: "" puts /metrics, /status, /status.json, /healthz and
+    # the classic /rep /add /rm where the spec has them; "/_fastlb" moves them all under it, so
+    # an app's own /metrics or /status reaches the app.
+    prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +197,8 @@ class MetricsConfig:
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     access: bool = False  # one line per request, written from a buffer
-    access_file: str = ""  # where ("" = standard error)
+    access_file: str = ""  # where ("" = standard error); reopened on SIGHUP
+    access_format: str = "combined"  # nginx's combined format, or "json" (observe/access.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +323,15 @@ _REPLICAS_KEYS = (
     "log_dir",
     "port",
 )
-_ADMIN_KEYS = ("on_data_port", "listen", "token", "socket", "max_replicas", "drain_timeout")
+_ADMIN_KEYS = (
+    "on_data_port",
+    "listen",
+    "token",
+    "socket",
+    "max_replicas",
+    "drain_timeout",
+    "prefix",
+)
 _HEALTH_KEYS = (
     "interval",
     "timeout",
@@ -334,7 +348,7 @@ _HEALTH_KEYS = (
     "host",
 )
 _METRICS_KEYS = ("buckets",)
-_LOG_KEYS = ("access", "access_file")
+_LOG_KEYS = ("access", "access_file", "access_format")
 _STATIC_KEYS = ("name", "address", "weight")
 _TABLES: Mapping[str, tuple[str, ...]] = {
     "proxy": _PROXY_KEYS,
@@ -1065,7 +1079,22 @@ def _read_admin(table: _Table, replicas: ReplicasConfig) -> AdminConfig:
         socket=table.get("socket", _text, d.socket),
         max_replicas=max_replicas,
         drain_timeout=table.get("drain_timeout", _POSITIVE_NUMBER, d.drain_timeout),
+        prefix=table.get("prefix", _admin_prefix, d.prefix),
     )
+
+
+#: One or more path segments of RFC 3986 pchar (3.3), none empty, no trailing "/".
+_PREFIX = re.compile(r"(?:/[A-Za-z0-9\-._~!$&'()*+,;=:@%]+)+")
+
+
+def _admin_prefix(value: object) -> str:
+    """The path fastlb's own routes move under: "" (where the spec has them) or segments such
+    as "/_fastlb". A request's path is compared whole, so a trailing "/", an empty segment,
+    a query or whitespace would make a prefix no request could ever reach."""
+    what = '"" or a path such as "/_fastlb" (no trailing "/", no "?", no spaces)'
+    if not isinstance(value, str) or (value and not _PREFIX.fullmatch(value)):
+        raise _expected(what, value)
+    return value
 
 
 def _read_health(table: _Table) -> HealthConfig:
@@ -1313,4 +1342,5 @@ def _read_log(table: _Table) -> LogConfig:
     return LogConfig(
         access=table.get("access", _boolean, d.access),
         access_file=table.get("access_file", _text, d.access_file),
+        access_format=table.get("access_format", _choice(ACCESS_FORMATS), d.access_format),
     )

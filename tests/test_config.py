@@ -237,6 +237,7 @@ def test_every_key_is_read() -> None:
         socket = "/run/fastlb/admin.sock"
         max_replicas = 50
         drain_timeout = 4
+        prefix = "/_fastlb"
 
         [health]
         interval = 1
@@ -259,6 +260,7 @@ def test_every_key_is_read() -> None:
         [log]
         access = true
         access_file = "/var/log/fastlb/access.log"
+        access_format = "json"
         """
     )
     assert cfg == Config(
@@ -316,6 +318,7 @@ def test_every_key_is_read() -> None:
             socket="/run/fastlb/admin.sock",
             max_replicas=50,
             drain_timeout=4.0,
+            prefix="/_fastlb",
         ),
         health=HealthConfig(
             interval=1.0,
@@ -333,7 +336,9 @@ def test_every_key_is_read() -> None:
             host="app.internal",
         ),
         metrics=MetricsConfig(buckets=(0.001, 0.5, 3.0)),
-        log=LogConfig(access=True, access_file="/var/log/fastlb/access.log"),
+        log=LogConfig(
+            access=True, access_file="/var/log/fastlb/access.log", access_format="json"
+        ),
     )
     defaults = default()
     for part in PARTS:
@@ -789,7 +794,7 @@ def test_composite_maglev_sizes_are_refused(size: int) -> None:
         (
             "[admin]\nport = 5001\n",
             "lb.toml: [admin] port: unknown key "
-            "(known keys: on_data_port, listen, token, socket, max_replicas, drain_timeout)",
+            "(known keys: on_data_port, listen, token, socket, max_replicas, drain_timeout, prefix)",
         ),
         (
             "[health]\nintervall = 1\n",
@@ -1633,12 +1638,38 @@ def test_a_key_that_needs_another_names_the_missing_one() -> None:
         ("[metrics]\nbuckets = [0, 1]\n", "lb.toml: [metrics] buckets[0]: expected a positive number"),
         ("[log]\naccess = 1\n", "lb.toml: [log] access: expected"),
         ("[log]\naccess_file = 3\n", "lb.toml: [log] access_file: expected a string"),
+        (
+            '[log]\naccess_format = "jsn"\n',
+            'lb.toml: [log] access_format: expected "combined" or "json", got "jsn" (did you '
+            'mean "json"?)',
+        ),
+        ("[log]\naccess_format = 1\n", 'lb.toml: [log] access_format: expected "combined" or'),
     ],
 )
 def test_metrics_and_log_values(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse(text)
     assert str(info.value).startswith(message), str(info.value)
+
+
+@pytest.mark.parametrize("prefix", ["", "/_fastlb", "/ops/lb", "/a.b~c:1@x"])
+def test_admin_prefix_values(prefix: str) -> None:
+    assert parse(f'[admin]\nprefix = "{prefix}"\n').admin.prefix == prefix
+
+
+@pytest.mark.parametrize("prefix", ["/", "_fastlb", "/_fastlb/", "/a//b", "/a b", "/a?x", "/a#b", 1])
+def test_admin_prefix_that_no_request_could_reach(prefix: object) -> None:
+    shown = f'"{prefix}"' if isinstance(prefix, str) else str(prefix)
+    with pytest.raises(ConfigError) as info:
+        parse(f"[admin]\nprefix = {shown}\n")
+    assert str(info.value) == (
+        'lb.toml: [admin] prefix: expected "" or a path such as "/_fastlb" (no trailing "/", '
+        f'no "?", no spaces), got {shown}'
+    )
+
+
+def test_access_log_defaults_to_nginx_combined() -> None:
+    assert parse("[log]\naccess = true\n").log.access_format == "combined"
 
 
 # --- your own app as replicas: command, env, cwd, log_dir; the heartbeat -------------------------

@@ -1331,13 +1331,13 @@ def test_docker_keys_need_the_docker_provider(key: str, provider: str) -> None:
         text = STATIC.replace("start_timeout = 20", setting)
     else:
         text = f"[replicas]\n{provider}{setting}\n"
-    assert error(text) == f'lb.toml: [replicas] {key}: only used with provider = "docker"'
+    assert error(text) == f'lb.toml: [replicas] {key}: only used with provider = "docker" or "swarm"'
 
 
 def test_docker_keys_are_refused_before_their_values_are_checked() -> None:
     """Without the docker provider the value does not matter: the key is the mistake."""
     assert error("[replicas]\nimage = 1\n") == (
-        'lb.toml: [replicas] image: only used with provider = "docker"'
+        'lb.toml: [replicas] image: only used with provider = "docker" or "swarm"'
     )
 
 
@@ -1671,7 +1671,7 @@ def test_command_keys_by_provider() -> None:
             "(fastlb starts nothing there)"
         )
     assert error("[replicas]\nport = 8000\n") == (
-        'lb.toml: [replicas] port: only used with provider = "docker"'
+        'lb.toml: [replicas] port: only used with provider = "docker" or "swarm"'
     )
     assert error('[replicas]\nprovider = "docker"\nport = 0\n') == (
         'lb.toml: [replicas] port: expected an integer from 1 to 65535, got 0'

@@ -31,9 +31,13 @@ Reaching the tasks:
 
 Discovery: the Docker API sends no task events, so the service's tasks are polled, about once
 a second (every 0.1 s while a start waits for its task or a slot has no running task, so that
-a replacement is routed soon after it answers). Swarm replaces a dead task itself, in the same
-slot, with a new port: fastlb does not replace anything (`replaceable = False`), it reports the
-death (`on_exit`) and, once the new task answers its heartbeat, the new address (`on_move`).
+a replacement is routed soon after it answers). A task's container dying is an engine event,
+though: one thread reads the `die` events of this cluster's containers (they carry its label
+and their task's id), so a death is reported in milliseconds, not at the next poll.
+
+Swarm replaces a dead task itself, in the same slot, with a new port: fastlb does not replace
+anything (`replaceable = False`), it reports the death (`on_exit`) and, once the new task
+answers its heartbeat, the new address (`on_move`).
 
 Every SDK call blocks (HTTP to the engine), so each runs in the loop's default executor; the
 loop thread alone changes this provider's state.
@@ -47,6 +51,7 @@ import dataclasses
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -181,6 +186,10 @@ class SwarmProvider:
         self._on_exit: ExitCallback | None = None
         self._on_move: MoveCallback | None = None
         self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_events = threading.Event()
+        self._events_thread: threading.Thread | None = None
+        self._events_stream: Any = None  # the SDK's stream being read, closed to end the thread
 
     # -- Provider -------------------------------------------------------------------------------
 
@@ -314,6 +323,7 @@ class SwarmProvider:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._readying.clear()
+        await asyncio.get_running_loop().run_in_executor(None, self._end_events)
         async with self._scaling:
             if self._config.stop_on_exit and self._client is not None:
                 try:
@@ -433,17 +443,20 @@ class SwarmProvider:
         return str(service.id)
 
     def _sync_scale(self, replicas: int) -> None:
-        """Set the replica count alone. The SDK's Service.scale rebuilds the task template from
-        its arguments and drops the command and env, which makes Swarm replace every task: the
-        low-level update with the current spec fetched changes the mode and nothing else."""
+        """Set the replica count and nothing else. Neither SDK way does only that: the high-level
+        Service.scale rebuilds the task template from its arguments (dropping the command and
+        env), and the low-level update_service, even with fetch_current_spec, adds empty
+        DNSConfig, Placement and Resources to it; any change of the template makes Swarm
+        replace every task (new ports, every member moved). So the service's own spec goes
+        back to the engine's update endpoint as it was, with only Mode.Replicated changed."""
         api = self._docker.api
         assert self._service_id is not None
         inspected = api.inspect_service(self._service_id)
-        api.update_service(
-            self._service_id, inspected["Version"]["Index"],
-            mode=docker.types.ServiceMode("replicated", replicas=replicas),
-            fetch_current_spec=True,
-        )
+        spec = dict(inspected["Spec"])
+        spec["Mode"] = {"Replicated": {"Replicas": replicas}}
+        url = api._url("/services/{0}/update", self._service_id)
+        response = api._post_json(url, data=spec, params={"version": inspected["Version"]["Index"]})
+        api._raise_for_status(response)
 
     def _sync_remove(self, service_id: str) -> None:
         """Remove the service, then wait until the engine has removed its containers (it does
@@ -536,6 +549,72 @@ class SwarmProvider:
     def _start_watching(self) -> None:
         if self._watcher is None and not self._closing:
             self._watcher = asyncio.ensure_future(self._watch())
+            self._loop = asyncio.get_running_loop()
+            self._events_thread = threading.Thread(
+                target=self._read_events, name="fastlb-swarm-events", daemon=True
+            )
+            self._events_thread.start()
+
+    def _read_events(self) -> None:
+        """The events thread: each `die` of one of this cluster's containers goes to the loop
+        with its task's id. A broken stream is read again from the last event seen."""
+        loop = self._loop
+        assert loop is not None
+        filters = {
+            "type": "container",
+            "event": "die",
+            "label": f"{CLUSTER_LABEL}={self._config.cluster}",
+        }
+        since: float | None = None
+        while not self._stop_events.is_set():
+            client: Client | None = None
+            try:
+                client = docker.from_env(version="auto") if not self._config.docker_url else (
+                    docker.DockerClient(base_url=self._config.docker_url, version="auto")
+                )
+                stream = client.events(decode=True, filters=filters, since=since)
+                self._events_stream = stream
+                if self._stop_events.is_set():
+                    break
+                for event in stream:
+                    since = event.get("timeNano", 0) / 1e9 or since
+                    attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                    task_id = attributes.get("com.docker.swarm.task.id", "")
+                    code = attributes.get("exitCode", "?")
+                    if task_id:
+                        loop.call_soon_threadsafe(self._container_died, task_id, code)
+            except RuntimeError:  # the loop is closed
+                break
+            except Exception as exc:
+                if self._stop_events.is_set():
+                    break
+                log.warning("Docker event stream broke (%s); reading it again", _reason(exc))
+                since = since or time.time()
+            finally:
+                self._events_stream = None
+                if client is not None:
+                    client.close()
+            self._stop_events.wait(1.0)
+
+    def _end_events(self) -> None:
+        self._stop_events.set()
+        stream = self._events_stream
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
+        if self._events_thread is not None:
+            self._events_thread.join(timeout=5)
+            self._events_thread = None
+
+    def _container_died(self, task_id: str, code: str) -> None:
+        """On the loop: a container of ours died; if it ran a member's task, that member's
+        task is dead (reported once), and the poll goes fast to find its replacement."""
+        for name, known in self._task_of.items():
+            if known == task_id and self._reported.get(name) != known:
+                self._reported[name] = known
+                self._died(name, f"task {task_id[:12]}: its container exited with {code}")
+                self._wake.set()
+                return
 
     async def _watch(self) -> None:
         """The poll loop: list the tasks, act on what changed, wait."""

@@ -405,7 +405,10 @@ class SwarmProvider:
                 continue  # the name filter matches prefixes
             owner = (spec.get("Labels") or {}).get(CLUSTER_LABEL)
             if owner != self._config.cluster:
-                whose = "is not a fastlb service" if owner is None else f"is cluster {owner!r}'s"
+                whose = (
+                    "is not a fastlb service" if owner is None
+                    else f"belongs to fastlb cluster {owner!r}"
+                )
                 raise ReplicaError(
                     f"Swarm service {self._service!r} already exists and {whose} (label "
                     f"{CLUSTER_LABEL}); remove it, or give this cluster another name"

@@ -444,9 +444,9 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("routing", "classic_probe", '"cubic"', '"linear" or "quadratic"'),
     ("routing", "classic_hash", '"md5"', '"spec", "xxhash" or "fnv1a"'),
     ("routing", "classic_hash", "0", '"spec", "xxhash" or "fnv1a"'),
-    ("replicas", "provider", '"kubernetes"', '"local", "static" or "docker"'),
-    ("replicas", "provider", '"Docker"', '"local", "static" or "docker"'),
-    ("replicas", "provider", "1", '"local", "static" or "docker"'),
+    ("replicas", "provider", '"kubernetes"', '"local", "static", "docker" or "swarm"'),
+    ("replicas", "provider", '"Docker"', '"local", "static", "docker" or "swarm"'),
+    ("replicas", "provider", "1", '"local", "static", "docker" or "swarm"'),
     ("replicas", "count", "0", "an integer from 1 to 1000"),
     ("replicas", "count", "1001", "an integer from 1 to 1000"),
     ("replicas", "count", "2.5", "an integer from 1 to 1000"),
@@ -623,7 +623,7 @@ def test_bad_docker_value_names_file_table_and_key(key: str, value: str, expecte
         ),
         (
             '[replicas]\nprovider = "dokcer"\n',
-            'lb.toml: [replicas] provider: expected "local", "static" or "docker", got "dokcer" '
+            'lb.toml: [replicas] provider: expected "local", "static", "docker" or "swarm", got "dokcer" '
             '(did you mean "docker"?)',
         ),
         (

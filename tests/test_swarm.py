@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -32,7 +34,7 @@ from fastlb.config import Config, ConfigError, ProxyConfig, ReplicasConfig, pars
 from fastlb.errors import ReplicaError
 from fastlb.replicas.docker import CLUSTER_LABEL
 from fastlb.replicas.swarm import SwarmProvider, service_options, slot_of
-from tests.conftest import Fastlb, load_in_background, wait_for
+from tests.conftest import ROOT, Fastlb, load_in_background, wait_for
 
 REPLICA_IMAGE = "fastlb-replica:latest"
 
@@ -354,3 +356,77 @@ def test_a_service_of_that_name_not_ours_is_a_clear_error_and_left_alone(
         assert still.attrs["Spec"]["Labels"] == {CLUSTER_LABEL: "someone-else"}, "left alone"
     finally:
         foreign.remove()
+
+
+CLIENT = """
+import http.client, sys
+seen = set()
+for i in range(200):
+    conn = http.client.HTTPConnection(sys.argv[1], 8080, timeout=10)
+    conn.request("GET", "/home", headers={"X-Request-ID": f"k{i}"})
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200, response.status
+    seen.add(response.getheader("X-Served-By"))
+    conn.close()
+print(" ".join(sorted(seen)))
+"""
+
+
+def test_fastlb_in_a_container_reaches_the_tasks_on_an_overlay_network(
+    swarm: Any, tag: str
+) -> None:
+    """`network = NAME`: fastlb in a container on an attachable overlay network shared with
+    the service, reaching the tasks at their overlay addresses. Tested only from containers on
+    that network (the overlay is not reachable from the host, and nothing is published); the
+    balancer's image is built from this tree under a tag of the test's own."""
+    service = swarm_service(tag)
+    network = f"{tag}-net"
+    image = f"fastlb-swarmtest:{tag}"
+    labels = {CLUSTER_LABEL: tag}
+    swarm.networks.create(network, driver="overlay", attachable=True, labels=labels)
+    built = subprocess.run(
+        ["docker", "build", "-q", "-f", "Dockerfile", "-t", image, "."], cwd=ROOT,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"}, capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, timeout=300, check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    config = (
+        '[proxy]\nlisten = "0.0.0.0:8080"\n'
+        f'[replicas]\nprovider = "swarm"\ncount = 2\ncluster = "{tag}"\n'
+        f'network = "{network}"\nstart_timeout = 30\n'
+    )
+    lb = None
+    try:
+        lb = swarm.containers.run(
+            image, name=f"{tag}-lb", detach=True, network=network, labels=labels,
+            entrypoint=["sh", "-c", 'printf "%s" "$LB_TOML" > /tmp/lb.toml && '
+                        "exec python3 -m fastlb --config /tmp/lb.toml"],
+            command=[], environment={"LB_TOML": config},
+            volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}},
+            stop_signal="SIGTERM",
+        )
+
+        def listening() -> bool:
+            lb.reload()
+            assert lb.status == "running", lb.logs().decode(errors="replace")
+            return b"listening on" in lb.logs()
+
+        wait_for(listening, 60, "fastlb in its container listens")
+        (attached,) = swarm.services.list(filters={"label": f"{CLUSTER_LABEL}={tag}"})
+        assert not attached.attrs["Spec"].get("EndpointSpec", {}).get("Ports"), "nothing published"
+        output = swarm.containers.run(
+            REPLICA_IMAGE, ["python3", "-c", CLIENT, f"{tag}-lb"], network=network,
+            labels=labels, remove=True, stdout=True, stderr=True,
+        )
+        assert output.decode().split() == [f"{service}.1", f"{service}.2"], lb.logs()
+        lb.stop(timeout=30)
+        assert lb.wait(timeout=30)["StatusCode"] == 0, lb.logs()
+        assert ours(swarm, tag)[0] == [], "fastlb removed its service on SIGTERM"
+    finally:
+        if lb is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                lb.remove(force=True)
+        remove_cluster(swarm, tag)
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            swarm.images.remove(image, force=True)

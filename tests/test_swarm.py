@@ -37,6 +37,7 @@ from fastlb.replicas.swarm import SwarmProvider, service_options, slot_of
 from tests.conftest import ROOT, Fastlb, load_in_background, wait_for
 
 REPLICA_IMAGE = "fastlb-replica:latest"
+SWARM_BRIDGE = "docker_gwbridge"
 
 StartFastlb = Callable[[str], Fastlb]
 
@@ -102,6 +103,7 @@ def swarm() -> Iterator[Any]:
         pytest.fail(f"image {REPLICA_IMAGE} not found: build it with docker/build-images.sh")
     state = (client.info().get("Swarm") or {}).get("LocalNodeState")
     initialised = state != "active"
+    networks = {n.name for n in client.networks.list()}
     if initialised:
         client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
     try:
@@ -110,6 +112,13 @@ def swarm() -> Iterator[Any]:
         try:
             if initialised:
                 client.swarm.leave(force=True)
+                # Leaving removes `ingress` but not the bridge the swarm made for its tasks'
+                # host traffic: the swarm's, so ours to remove when we made the swarm.
+                for network in client.networks.list(names=[SWARM_BRIDGE]):
+                    if network.name == SWARM_BRIDGE and SWARM_BRIDGE not in networks:
+                        with contextlib.suppress(docker.errors.APIError):
+                            network.remove()
+                assert {n.name for n in client.networks.list()} == networks, "networks left"
         finally:
             client.close()
 

@@ -60,9 +60,13 @@ def signal_container(balancer: Balancer, name: str, sig: signal.Signals) -> None
     """Signal a Docker replica's container through the engine (the SDK, as fastlb does)."""
     import docker
 
+    from fastlb.replicas.docker import container_name
+
+    cluster = balancer.config.replicas.cluster
     client = docker.from_env()
     try:
-        client.containers.get(name).kill(signal=sig.name)
+        # The container's name carries its cluster (fastlb-bench-Server1 for Server1).
+        client.containers.get(container_name(cluster, name)).kill(signal=sig.name)
     finally:
         client.close()
 

@@ -86,6 +86,41 @@ def test_config_names_swarm_replicas_by_slot() -> None:
         parse('[replicas]\nprovider = "swarm"\ncommand = ["app", "{name}"]\n')
 
 
+def test_the_controller_holds_add_and_remove_to_the_names_swarm_gives_and_takes() -> None:
+    """What /add, /rm and the admin socket's add and del reach (`Cluster`): no engine needed,
+    the checks come before anything is started."""
+    from fastlb.control.api import ControlError
+    from fastlb.control.cluster import Cluster
+    from fastlb.control.tables import TableBuilder
+    from fastlb.proxy.upstream import Upstream
+
+    names = ("fastlb-shop.1", "fastlb-shop.2", "fastlb-shop.3")
+    replicas = ReplicasConfig(provider="swarm", cluster="shop", names=names, count=3)
+    config = Config(replicas=replicas)
+    cluster = Cluster(
+        config, SwarmProvider(replicas), TableBuilder(config.routing),
+        lambda r: Upstream(r.name, r.host, r.port),
+    )
+    for name in names:
+        cluster._new_member(name)
+    assert cluster.generated_names(2, []) == ["fastlb-shop.4", "fastlb-shop.5"]
+    assert cluster.generated_names(1, ["fastlb-shop.4"]) == ["fastlb-shop.5"]
+    cluster.check_new_names(["fastlb-shop.4", "fastlb-shop.5"])
+    with pytest.raises(ControlError) as info:
+        cluster.check_new_names(["fastlb-shop.5"])
+    assert str(info.value) == (
+        "the swarm provider names new replicas itself: the next 1 are fastlb-shop.4; ask for "
+        "those (or for n alone)"
+    )
+    assert cluster.removal_names(2, []) == ["fastlb-shop.2", "fastlb-shop.3"]
+    assert cluster.removal_names(1, ["fastlb-shop.3"]) == ["fastlb-shop.3"]
+    with pytest.raises(ControlError, match=r"removing 1 takes fastlb-shop\.3;"):
+        cluster.removal_names(1, ["fastlb-shop.1"])
+    with pytest.raises(ControlError, match=r"removing 1 takes fastlb-shop\.3;"):
+        asyncio.run(cluster.remove(["fastlb-shop.1"]))
+    assert list(cluster.members) == list(names), "nothing changed"
+
+
 # -- against the engine -------------------------------------------------------------------------
 
 
@@ -314,6 +349,15 @@ def test_restarted_fastlb_adopts_the_service(
     assert served(second, names) == names
     _, body = rep(second)
     assert body["message"] == {"N": 2, "replicas": sorted(names)}
+
+    # A reload with another count scales the same service by its next slot.
+    text = second.config.read_text().replace("count = 2", "count = 3")
+    second.config.write_text(text)
+    second.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: rep(second)[1]["message"]["N"] == 3, 30, "the reload adds slot 3")
+    assert sorted(tasks(swarm, tag)) == [1, 2, 3]
+    assert {slot: tasks(swarm, tag)[slot] for slot in (1, 2)} == before
+    assert [s.id for s in ours(swarm, tag)[0]] == [created.id]
 
 
 def test_a_killed_task_is_replaced_by_swarm_and_serving(swarm: Any, tag: str) -> None:

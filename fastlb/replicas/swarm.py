@@ -182,6 +182,7 @@ class SwarmProvider:
         self._waiting = 0  # start() calls waiting for a task: poll fast
         self._watcher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._drift_told: set[str] = set()  # template differences logged already
         self._poll_error = ""  # the last poll failure logged (a repeat is not logged)
         self._on_exit: ExitCallback | None = None
         self._on_move: MoveCallback | None = None
@@ -244,7 +245,7 @@ class SwarmProvider:
         log.info("adopted Swarm service %s (%s, %d replicas)", self._service,
                  self._service_id[:12], self._want)
         self._start_watching()
-        await self._poll_now()
+        await self._poll_once()  # the tasks as they are now, before anything is routed
         adopted = []
         for slot, view in sorted(self._views.items()):
             name = f"{self._service}.{slot}"
@@ -419,8 +420,23 @@ class SwarmProvider:
                     f"Swarm service {self._service!r} is not replicated (a global service "
                     "cannot be scaled); remove it and let fastlb create it"
                 )
+            self._warn_drift((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {})
             return str(service["ID"]), int(replicated.get("Replicas", 0))
         return None
+
+    def _warn_drift(self, container: dict[str, Any]) -> None:
+        """An adopted service runs what it was created with: changing its template would make
+        Swarm replace every task, so a difference from the config is said, not applied."""
+        image = str(container.get("Image", "")).split("@")[0]  # Swarm may pin a digest
+        wanted = {"image": self._config.image, "command": command_of(self._config)}
+        found = {"image": image, "command": list(container.get("Command") or [])}
+        for key, value in wanted.items():
+            if found[key] != value and key not in self._drift_told:
+                self._drift_told.add(key)
+                log.warning(
+                    "Swarm service %s runs %s %r, not %r as [replicas] says; kept (remove the "
+                    "service to have fastlb create it anew)", self._service, key, found[key], value,
+                )
 
     def _sync_create(self, replicas: int) -> str:
         client = self._docker
@@ -659,9 +675,6 @@ class SwarmProvider:
         self._seen()
         async with self._polled:
             self._polled.notify_all()
-
-    async def _poll_now(self) -> None:
-        await self._poll_once()
 
     def _seen(self) -> None:
         """On the loop, after a poll: report a member whose task ended, and get a member's

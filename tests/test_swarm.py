@@ -297,8 +297,8 @@ def test_a_killed_task_under_load_fails_no_request_and_its_replacement_is_routed
         (container,) = swarm.containers.list(
             filters={"label": f"com.docker.swarm.task.id={before[slot]}"}
         )
+        killed_at = time.monotonic()  # before: the engine answers a kill ~0.2 s later
         container.kill()
-        killed_at = time.monotonic()
 
         def replaced() -> bool:
             now = tasks(swarm, tag)
@@ -331,6 +331,15 @@ def test_a_killed_task_under_load_fails_no_request_and_its_replacement_is_routed
     assert len(swarm.containers.list(filters=label)) == 3, "fastlb started no container itself"
     _, body = rep(lb)
     assert body["message"]["N"] == 3
+    # Swarm's replacement is counted as a recovery, with the time the slot was away.
+    _, _, metrics = lb.get("/metrics")
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in metrics.decode().splitlines()
+        if line.startswith("fastlb_replica_recover")
+    }
+    assert values["fastlb_replica_recoveries_total"] == 1, values
+    assert 0 < values["fastlb_replica_recovery_seconds_total"] < back, values
 
 
 def test_restarted_fastlb_adopts_the_service(

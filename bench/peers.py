@@ -13,6 +13,7 @@ import os
 import resource
 import shutil
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from pathlib import Path
 from string import Template
 
 from bench.proc import Managed, ProcessRegistry
+from bench.tls import TlsFiles, certificate
 
 __all__ = [
     "BACKEND_NAMES",
@@ -82,12 +84,18 @@ def pin(cpu: str | None, argv: Sequence[str]) -> list[str]:
 
 
 def wait_http_ok(
-    port: int, managed: Managed, timeout: float, path: str = "/bench/ready"
+    port: int,
+    managed: Managed,
+    timeout: float,
+    path: str = "/bench/ready",
+    tls: TlsFiles | None = None,
 ) -> dict[str, str]:
-    """Poll GET path until it answers 200; return its headers (lower-case names).
+    """Poll GET path until it answers 200; return its headers (lower-case names). With `tls`,
+    over HTTPS, the chain verified against its CA (the proxy serves what it was given).
 
     Fails fast, with the server's log tail, if the process exits while we wait.
     """
+    context = None if tls is None else ssl.create_default_context(cafile=str(tls.ca))
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
@@ -95,7 +103,11 @@ def wait_http_ok(
             code = managed.popen.returncode
             tail = managed.log_tail(lines=2)
             raise StartError(f"{managed.name} exited with {code}" + (f": {tail}" if tail else ""))
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+        conn = (
+            http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+            if context is None
+            else http.client.HTTPSConnection("127.0.0.1", port, timeout=1.0, context=context)
+        )
         try:
             conn.request("GET", path)
             resp = conn.getresponse()
@@ -175,11 +187,15 @@ def start_backends(
 
 
 def fastlb_toml(
-    port: int, http_impl: str, backend_ports: dict[str, int], access_log: Path | None = None
+    port: int,
+    http_impl: str,
+    backend_ports: dict[str, int],
+    access_log: Path | None = None,
+    tls: TlsFiles | None = None,
 ) -> str:
     """fastlb's config for the bench: static replicas, route by path, forward every path, a
     replica connection pool the size of nginx's; with `access_log`, the access log on (to
-    measure what it costs)."""
+    measure what it costs); with `tls`, HTTPS with that certificate."""
     lines = [
         "[proxy]",
         f'listen = "127.0.0.1:{port}"',
@@ -188,6 +204,10 @@ def fastlb_toml(
         # As many idle replica connections as nginx keeps (keepalive 1024; HAProxy keeps all):
         # with the default 64, 256 clients over 3 replicas would open and close the rest.
         "pool_size = 1024",
+    ]
+    if tls is not None:
+        lines += [f'tls_cert = "{tls.cert}"', f'tls_key = "{tls.key}"']
+    lines += [
         "",
         "[routing]",
         'key = "path"',
@@ -204,6 +224,13 @@ def fastlb_toml(
 
 # Builds (argv, config text, config file name) for a proxy in its temp dir.
 Builder = Callable[[Path, int, dict[str, int]], tuple[list[str], str, str]]
+
+
+def bench_certificate(prefix: Path) -> TlsFiles:
+    """The one certificate of a benchmark run, for the proxy whose temp dir is `prefix`: made
+    beside the proxies' dirs (in the run's temp dir) by the first TLS proxy started, found
+    there by the others, so HAProxy and fastlb serve the same one."""
+    return certificate(prefix.parent / "tls")
 
 
 def raise_fd_limit() -> int:
@@ -230,19 +257,36 @@ def haproxy_maxconn() -> int:
     return max(512, min(4096, (limit - 64) // 2))
 
 
-def _haproxy(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str], str, str]:
+def haproxy_bind_tls(tls: TlsFiles | None) -> str:
+    """The `bind` options of conf/haproxy.cfg.tmpl's ${bind_tls}: fastlb's TLS settings
+    (fastlb/tls.py), TLS 1.2 at least and ALPN http/1.1, with HAProxy's default ciphers."""
+    if tls is None:
+        return ""
+    return f" ssl crt {tls.combined} alpn http/1.1 ssl-min-ver TLSv1.2"
+
+
+def _haproxy(
+    prefix: Path, port: int, backends: dict[str, int], tls: bool = False
+) -> tuple[list[str], str, str]:
     binary = find_binary("haproxy")
     if binary is None:
         raise StartError("haproxy not found (apt-get install haproxy)")
+    files = bench_certificate(prefix) if tls else None
     conf = render_template(
         "haproxy.cfg.tmpl",
         prefix=prefix,
         port=port,
         maxconn=haproxy_maxconn(),
+        bind_tls=haproxy_bind_tls(files),
+        proto="http" if files is None else "https",
         **{f"{name}_port": p for name, p in backends.items()},
     )
     # -db: stay in the foreground, one process, so the pid we started is the proxy.
     return [binary, "-db", "-f", str(prefix / "haproxy.cfg")], conf, "haproxy.cfg"
+
+
+def _haproxy_tls(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str], str, str]:
+    return _haproxy(prefix, port, backends, tls=True)
 
 
 def _nginx(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str], str, str]:
@@ -267,10 +311,13 @@ def _nginx(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str]
     return argv, conf, "nginx.conf"
 
 
-def _fastlb(http_impl: str, python: str, access_log: bool = False) -> Builder:
+def _fastlb(
+    http_impl: str, python: str, access_log: bool = False, tls: bool = False
+) -> Builder:
     def build(prefix: Path, port: int, backends: dict[str, int]) -> tuple[list[str], str, str]:
         log = prefix / "access.log" if access_log else None
-        conf = fastlb_toml(port, http_impl, backends, log)
+        files = bench_certificate(prefix) if tls else None
+        conf = fastlb_toml(port, http_impl, backends, log, files)
         return [python, "-m", "fastlb", "--config", str(prefix / "lb.toml")], conf, "lb.toml"
 
     return build
@@ -283,6 +330,12 @@ class ProxySpec:
     name: str
     build: Builder
     env: tuple[tuple[str, str], ...] = ()
+    #: Serves HTTPS with the run's certificate (bench_certificate): wrk gets an https:// URL.
+    tls: bool = False
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     def start(
         self,
@@ -313,8 +366,9 @@ class ProxySpec:
         managed = reg.start(
             self.name, pin(cpu, argv), workdir / "stdout.log", cwd=REPO_ROOT, env=env
         )
+        files = bench_certificate(workdir) if self.tls else None
         try:
-            headers = wait_http_ok(port, managed, timeout, ready_path)
+            headers = wait_http_ok(port, managed, timeout, ready_path, files)
         except StartError:
             reg.stop(managed)
             raise
@@ -338,6 +392,10 @@ def proxy_specs(python: str = sys.executable) -> dict[str, ProxySpec]:
         ProxySpec("fastlb-httptools+accesslog", _fastlb("httptools", python, access_log=True)),
         ProxySpec("haproxy", _haproxy),
         ProxySpec("nginx", _nginx),
+        # The HTTPS round: the same two over TLS with one certificate (bench/tls.py), each
+        # compared with the other (bench/report.py's reference_of).
+        ProxySpec("fastlb-httptools+tls", _fastlb("httptools", python, tls=True), tls=True),
+        ProxySpec("haproxy+tls", _haproxy_tls, tls=True),
     ]
     return {s.name: s for s in specs}
 

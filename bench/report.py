@@ -15,17 +15,31 @@ from typing import Any
 
 __all__ = [
     "REFERENCE",
+    "TLS_SUFFIX",
     "RunResult",
     "SummaryRow",
     "cpu_us_per_request",
     "noise_note",
     "paired_table",
+    "reference_of",
     "render_markdown",
     "spread_ok",
     "summarize",
 ]
 
 REFERENCE = "haproxy"
+#: The HTTPS round's proxies are named NAME+tls, and compared with HAProxy over TLS (with the
+#: same certificate): a ratio of an HTTPS run to a plain one would measure TLS, not the proxy.
+TLS_SUFFIX = "+tls"
+
+
+def reference_of(proxy: str) -> str:
+    """Whom `proxy`'s ratios divide by: HAProxy, over TLS for the HTTPS round."""
+    return REFERENCE + TLS_SUFFIX if proxy.endswith(TLS_SUFFIX) else REFERENCE
+
+
+def _is_reference(proxy: str) -> bool:
+    return proxy == reference_of(proxy)
 # A skip reason ends with the useful part (the exception, the ALERT line): keep the end.
 SKIP_REASON_MAX = 300
 
@@ -112,7 +126,8 @@ def _ratio(value: float, ref: float) -> float:
 
 
 def summarize(runs: Sequence[RunResult], proxy_order: Sequence[str]) -> list[SummaryRow]:
-    """One row per (proxy, connections), medians over good runs, ratios to HAProxy's medians.
+    """One row per (proxy, connections), medians over good runs, ratios to HAProxy's medians
+(HAProxy over TLS's, for the HTTPS round).
 
     Spread counts are summed over the repeats; the spread check passes only if it passed in
     every run. A run that broke counts as a failure and is kept out of the medians.
@@ -146,10 +161,10 @@ def summarize(runs: Sequence[RunResult], proxy_order: Sequence[str]) -> list[Sum
                 failures=tuple(r.failure for r in group if r.failure is not None),
             )
         )
-    refs = {row.connections: row for row in rows if row.proxy == REFERENCE}
+    refs = {(row.proxy, row.connections): row for row in rows if _is_reference(row.proxy)}
     out: list[SummaryRow] = []
     for row in rows:
-        ref = refs.get(row.connections)
+        ref = refs.get((reference_of(row.proxy), row.connections))
         if ref is None:
             out.append(row)
             continue
@@ -253,7 +268,9 @@ def render_markdown(
     lines += [
         "",
         "Medians over the repeats; ÷ HAProxy = this proxy's median / HAProxy's median at the same "
-        "connection count (req/s: higher is better; p99 and CPU µs/req: lower is better). "
+        "connection count (req/s: higher is better; p99 and CPU µs/req: lower is better); "
+        f"rows named NAME{TLS_SUFFIX} are the HTTPS round, divided by haproxy{TLS_SUFFIX} (one "
+        "certificate for both, keep-alive connections: one handshake per connection). "
         "CPU µs/req = proxy utime+stime (all its processes) during the wrk run / requests, "
         "of which kernel = its stime part; proxy CPU = share of one core it used meanwhile. "
         "Spread = requests each backend served (summed over repeats), ok if every backend got "
@@ -293,11 +310,13 @@ def noise_note(runs: Sequence[RunResult], warn_percent: float = NOISE_WARN_PERCE
 
 
 def _paired(runs: Sequence[RunResult], proxy: str, conns: int, attr: str) -> list[float]:
-    """`attr` of each good run of `proxy` ÷ that of HAProxy's good run in the same round."""
+    """`attr` of each good run of `proxy` ÷ that of HAProxy's good run in the same round
+    (over TLS for the HTTPS round)."""
+    reference = reference_of(proxy)
     ref = {
         r.round: getattr(r, attr)
         for r in runs
-        if r.proxy == REFERENCE and r.connections == conns and r.failure is None
+        if r.proxy == reference and r.connections == conns and r.failure is None
     }
     ratios = []
     for r in sorted(runs, key=lambda r: r.round):
@@ -324,7 +343,7 @@ def paired_table(runs: Sequence[RunResult], proxy_order: Sequence[str]) -> str:
     A round's two runs are a minute apart at most, so their ratio carries less of the drift;
     the per-round values show how far the rounds agree.
     """
-    if not any(r.proxy == REFERENCE for r in runs):
+    if not any(_is_reference(r.proxy) for r in runs):
         return ""
     lines = [
         "Round by round against HAProxy (each run ÷ HAProxy's run in the same round; the median, "
@@ -335,7 +354,7 @@ def paired_table(runs: Sequence[RunResult], proxy_order: Sequence[str]) -> str:
     ]
     order = list(dict.fromkeys([*proxy_order, *(r.proxy for r in runs)]))
     for proxy in order:
-        if proxy == REFERENCE:
+        if _is_reference(proxy):
             continue
         for conns in sorted({r.connections for r in runs if r.proxy == proxy}):
             rps = _paired(runs, proxy, conns, "rps")

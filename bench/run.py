@@ -58,12 +58,12 @@ from bench.proc import (
     tree_sys_ticks,
 )
 from bench.report import (
-    REFERENCE,
     RunResult,
     SummaryRow,
     cpu_us_per_request,
     noise_note,
     paired_table,
+    reference_of,
     render_markdown,
     spread_ok,
     summarize,
@@ -104,7 +104,8 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _select(names: Sequence[str]) -> tuple[str, ...]:
-    """--only values: exact proxy names or prefixes ('fastlb' selects both fastlb variants)."""
+    """--only values: exact proxy names or prefixes ('fastlb' selects every fastlb variant,
+    '+tls' suffixed ones too)."""
     if not names:
         return PROXIES
     wanted: set[str] = set()
@@ -112,7 +113,8 @@ def _select(names: Sequence[str]) -> tuple[str, ...]:
         for name in (n.strip() for n in item.split(",")):
             if not name:
                 continue
-            hits = [p for p in PROXIES if p == name or p.startswith(name)]
+            # An exact name is that proxy alone ("haproxy", not haproxy+tls too).
+            hits = [name] if name in PROXIES else [p for p in PROXIES if p.startswith(name)]
             if not hits:
                 raise SystemExit(f"--only: unknown proxy {name!r}; known: {', '.join(PROXIES)}")
             wanted.update(hits)
@@ -259,7 +261,7 @@ def measure(
     managed, port = spec.start(
         reg, workdir, backends, cpu=opts.proxy_cpu, timeout=opts.start_timeout
     )
-    url = f"http://127.0.0.1:{port}/"
+    url = f"{spec.scheme}://127.0.0.1:{port}/"  # wrk speaks TLS to an https:// URL
     try:
         if opts.warmup > 0:
             run_wrk(reg, opts, url, connections, opts.warmup, workdir / "wrk-warmup.log")
@@ -310,17 +312,23 @@ def round_order(proxies: Sequence[str], round_no: int) -> list[str]:
     proxy's heaviest load). HAProxy runs next to the first proxy listed (fastlb-httptools, the
     one the issue's target compares with it), before it in odd rounds and after it in even
     ones: the machine's speed drifts by up to 20% within minutes, and the round-by-round ratio
-    of those two should carry as little of that as the order allows.
+    of those two should carry as little of that as the order allows. The HTTPS round's pair
+    (the first NAME+tls proxy and haproxy+tls) is kept together the same way.
     """
-    if REFERENCE not in proxies or len(proxies) < 3 or proxies[0] == REFERENCE:
+    pairs = []  # (the first proxy compared with a reference, that reference)
+    for reference in dict.fromkeys(reference_of(p) for p in proxies):
+        compared = [p for p in proxies if p != reference and reference_of(p) == reference]
+        if reference in proxies and compared:
+            pairs.append((compared[0], reference))
+    if not pairs or len(proxies) < 3 or proxies[0] == pairs[0][1]:
         shift = (round_no - 1) % len(proxies) if proxies else 0
         return [*proxies[shift:], *proxies[:shift]]
-    headline = proxies[0]
-    others = [p for p in proxies if p != REFERENCE]
+    references = {reference for _, reference in pairs}
+    others = [p for p in proxies if p not in references]
     shift = (round_no - 1) % len(others)
     order = [*others[shift:], *others[:shift]]
-    at = order.index(headline) + (round_no % 2 == 0)
-    order.insert(at, REFERENCE)
+    for headline, reference in pairs:
+        order.insert(order.index(headline) + (round_no % 2 == 0), reference)
     return order
 
 

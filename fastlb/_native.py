@@ -33,6 +33,7 @@ from typing import Final
 #: The modules compiled by `make compile`: the per-request path and what it calls.
 MODULES: Final = (
     "fastlb.maglev",
+    "fastlb.ketama",
     "fastlb.routing",
     "fastlb.http.llhttp",
     "fastlb.http.accept",

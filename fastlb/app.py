@@ -8,6 +8,7 @@ interfaces (cli -> app -> proxy/control/replicas -> table/config/http).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -19,11 +20,13 @@ from fastlb.control.cluster import Cluster
 from fastlb.control.tables import TableBuilder
 from fastlb.errors import FastlbError
 from fastlb.observe.access import AccessLog
+from fastlb.observe.healthz import Healthz
 from fastlb.observe.metrics import Metrics
 from fastlb.observe.status import StatusPage
 from fastlb.proxy.server import ProxyServer
 from fastlb.proxy.upstream import Upstream
 from fastlb.replicas import Provider, Replica, make_provider
+from fastlb.tls import context_for, quiet_transport_noise
 
 log = logging.getLogger("fastlb")
 
@@ -50,7 +53,7 @@ class Balancer:
         self.admin_socket: AdminSocket | None = None
         self.classic: ClassicAdmin | None = None
         self._stopping = asyncio.Event()
-        self.observers: list[Metrics | StatusPage] = []
+        self.observers: list[Metrics | StatusPage | Healthz] = []
         self._reloading: asyncio.Task[None] | None = None
         self._reload_again = False
 
@@ -81,23 +84,32 @@ class Balancer:
 
     async def start(self) -> None:
         config = self.config
+        # Before any replica starts: a bad certificate or key stops fastlb here, with the file
+        # and what is wrong with it (fastlb --check reads them the same way).
+        tls = context_for(config)
+        if tls is not None:
+            quiet_transport_noise()
         route = await self.cluster.start()
         # Admin and observability routes, served on the data port or on the admin listener.
         self.classic = ClassicAdmin(self.cluster, config.admin)
         routes = self.classic.routes()
-        self.observers = [Metrics(self), StatusPage(self)]
+        self.observers = [Metrics(self), StatusPage(self), Healthz(self)]
         for observer in self.observers:
             routes.update(observer.routes())
+        # [admin] prefix: all of fastlb's own routes move under it (the app gets the rest).
+        prefix = config.admin.prefix.encode()
+        routes = {prefix + path: handler for path, handler in routes.items()}
         on_data_port = config.admin.on_data_port
         self.server = ProxyServer(
             config.proxy,
             config.routing.key,
             route,
             local=routes if on_data_port else None,
+            tls=tls,
         )
         self.server.balance_factor = config.routing.balance_factor
         if config.log.access:
-            self.server.access_log = AccessLog(config.log.access_file)
+            self.server.access_log = AccessLog(config.log.access_file, config.log.access_format)
         self.cluster.attach(self.server)
         await self._listen(self.server)
         if config.admin.listen is not None and not on_data_port:
@@ -121,28 +133,71 @@ class Balancer:
             f"{info.name} ({info.address})" for info in self.cluster.replicas()
         )
         log.info(
-            "listening on %s:%d, %s table, replicas: %s", host, port, config.routing.table, listing
+            "listening on %s:%d (%s), %s table, replicas: %s",
+            host,
+            port,
+            "HTTPS" if tls is not None else "HTTP",
+            config.routing.table,
+            listing,
         )
 
-    def _reconfigure(self, old: Config, new: Config) -> None:
+    def _reconfigure(self, old: Config, new: Config) -> str | None:
         """A reload's part outside the cluster: the admin routes take the new [admin] (its
-        token holds from the next request on), the admin listener the new [proxy] settings.
-        Where the admin surfaces listen needs a restart, as [proxy] listen does: said so."""
+        token holds from the next request on), the admin listener the new [proxy] settings,
+        the data listener a certificate and key read again. Where the admin surfaces listen
+        needs a restart, as [proxy] listen does: said so. Returns what could not be taken."""
+        problem = self._reload_tls(new)
         if self.classic is not None:
             self.classic.admin = new.admin
+        access = self.server.access_log if self.server is not None else None
+        if access is not None:
+            access.format = new.log.access_format
+            if new.log.access_file != access.path:
+                access.reopen(new.log.access_file)
+        if new.log.access != old.log.access:
+            log.warning("reload: [log] access changed; restart fastlb to switch the access log")
         if self.admin_server is not None:
             self.admin_server.reconfigure(new.proxy, new.routing.key)
-        for key in ("listen", "on_data_port", "socket"):
+        for key in ("listen", "on_data_port", "socket", "prefix"):
             if getattr(new.admin, key) != getattr(old.admin, key):
                 log.warning(
                     "reload: [admin] %s changed; restart fastlb to move the admin listener "
                     "(it stays as it was)", key,
                 )
+        return problem
+
+    def _reload_tls(self, new: Config) -> str | None:
+        """Read [proxy] tls_cert and tls_key again (a renewed certificate, or new paths): new
+        connections are served with the new context, those open keep theirs. A file that
+        cannot be used keeps the context in place, and says why. Turning TLS on or off changes
+        what the port speaks, as moving it would: that needs a restart."""
+        server = self.server
+        if server is None:
+            return None
+        if bool(new.proxy.tls_cert) != (server.tls is not None):
+            was = "HTTPS" if server.tls is not None else "plain HTTP"
+            problem = f"[proxy] tls_cert changed on or off; restart fastlb for that ({was} kept)"
+            log.warning("reload: %s", problem)
+            return problem
+        if server.tls is None:
+            return None
+        try:
+            server.tls = context_for(new)
+        except FastlbError as exc:
+            problem = f"kept the TLS certificate in use: {exc}"
+            log.error("reload: %s", problem)
+            return problem
+        log.info("reload: TLS certificate and key read again from %s", new.proxy.tls_cert)
+        return None
 
     def request_stop(self) -> None:
         self._stopping.set()
 
     def request_reload(self) -> None:
+        # logrotate's SIGHUP: the access log file is opened again at once, whether or not the
+        # config file then reads well.
+        if self.server is not None and self.server.access_log is not None:
+            self.server.access_log.reopen()
         # A SIGHUP during a reload is not lost: the file is read again once that one is done.
         self._reload_again = True
         if self._reloading is None or self._reloading.done():
@@ -180,8 +235,22 @@ class Balancer:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
-            await self.start()
-            await self._stopping.wait()
+            # A stop asked while replicas are still starting (Ctrl-C at a slow app's start)
+            # is not kept waiting for their start_timeout: the start is cancelled, and stop()
+            # ends the children already spawned.
+            starting = asyncio.ensure_future(self.start())
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                log.info("stopping before fastlb was serving")
+                return 0
+            if starting.exception() is not None:
+                stopping.cancel()
+                starting.result()  # a failed start raises its error here
+            await stopping
             log.info("stopping: draining requests in flight")
         finally:
             await self.stop()

@@ -15,6 +15,7 @@ the key. So every message has the same shape without any check repeating it.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import ipaddress
@@ -30,8 +31,10 @@ from typing import TypeGuard, TypeVar
 
 from fastlb.errors import ConfigError
 from fastlb.limits import (
+    ACCESS_FORMATS,
     CLASSIC_PROBES,
     DURATION_BUCKETS,
+    KETAMA_MAX_WEIGHT,
     MAGLEV_SIZE,
     REPLICA_NAME_RULE,
     TABLE_KINDS,
@@ -88,9 +91,16 @@ class ProxyConfig:
     replica_paths: tuple[str, ...] = DEFAULT_REPLICA_PATHS
     backlog: int = 1024
     shutdown_timeout: float = 10.0  # SIGTERM: how long requests in flight may take to finish
+    # A WebSocket tunnel with no byte either way for this long is closed (HAProxy's
+    # `timeout tunnel`); on SIGTERM tunnels are closed when shutdown_timeout is over.
+    tunnel_timeout: float = 3600.0
     # Client connections held at most (HAProxy's maxconn); past it, new ones wait in the
     # backlog. 0: derived from the descriptor limit (ulimit -n), with a reserve kept.
     max_connections: int = 0
+    # HTTPS on the listener: PEM files of the certificate (chain) and its private key, both
+    # or neither ("" = plain HTTP). Read by fastlb/tls.py at --check, at start, on SIGHUP.
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +110,12 @@ class RoutingConfig:
     maglev_size: int = MAGLEV_SIZE
     classic_probe: str = CLASSIC_PROBES[0]  # one of CLASSIC_PROBES
     classic_hash: str = "spec"  # a name registered in fastlb.hashing
+    # (name, label) of the replicas the ketama table hashes by a label, not by their name: for
+    # provider = "static" each entry's address as written ("127.0.0.1:8001"), which is what
+    # nginx's `hash ... consistent` hashes for a `server` line of the same address. Not a key
+    # of the file: derived from [[replicas.static]]. Other providers' replicas (started by
+    # fastlb, reached at ports it picks) are hashed by name.
+    labels: tuple[tuple[str, str], ...] = ()
     #: Consistent hashing with bounded loads (HAProxy's hash-balance-factor, as a factor):
     #: 0 is off; 1.25 keeps every replica's in-flight count under 1.25 x its fair share.
     balance_factor: float = 0.0
@@ -111,6 +127,7 @@ class ReplicaSpec:
     host: str = "127.0.0.1"
     port: int = 0  # 0: the provider picks a free port
     weight: int = 1
+    address: str = ""  # provider = "static": the address as written (the ketama label)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +169,10 @@ class AdminConfig:
     socket: str = ""  # path of the admin unix socket ("" = none)
     max_replicas: int = 100
     drain_timeout: float = 10.0  # /rm and `drain`: how long in-flight requests may take
+    # Where fastlb's own HTTP routes live: "" puts /metrics, /status, /status.json, /healthz and
+    # the classic /rep /add /rm where the spec has them; "/_fastlb" moves them all under it, so
+    # an app's own /metrics or /status reaches the app.
+    prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +203,8 @@ class MetricsConfig:
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     access: bool = False  # one line per request, written from a buffer
-    access_file: str = ""  # where ("" = standard error)
+    access_file: str = ""  # where ("" = standard error); reopened on SIGHUP
+    access_format: str = "combined"  # nginx's combined format, or "json" (observe/access.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +253,8 @@ def parse(text: str, source: str = "lb.toml") -> Config:
     admin = _read_admin(admin_table, replicas)
     health = _read_health(health_table)
     _check_maglev_size(routing_table, routing, replicas)
+    _check_ketama_weight(routing_table, routing, replicas)
+    routing = _with_labels(source, routing, replicas)
     return Config(
         proxy=proxy,
         routing=routing,
@@ -279,7 +303,10 @@ _PROXY_KEYS = (
     "replica_paths",
     "backlog",
     "shutdown_timeout",
+    "tunnel_timeout",
     "max_connections",
+    "tls_cert",
+    "tls_key",
 )
 _ROUTING_KEYS = ("table", "key", "maglev_size", "classic_probe", "classic_hash", "balance_factor")
 _REPLICAS_KEYS = (
@@ -302,7 +329,15 @@ _REPLICAS_KEYS = (
     "log_dir",
     "port",
 )
-_ADMIN_KEYS = ("on_data_port", "listen", "token", "socket", "max_replicas", "drain_timeout")
+_ADMIN_KEYS = (
+    "on_data_port",
+    "listen",
+    "token",
+    "socket",
+    "max_replicas",
+    "drain_timeout",
+    "prefix",
+)
 _HEALTH_KEYS = (
     "interval",
     "timeout",
@@ -319,7 +354,7 @@ _HEALTH_KEYS = (
     "host",
 )
 _METRICS_KEYS = ("buckets",)
-_LOG_KEYS = ("access", "access_file")
+_LOG_KEYS = ("access", "access_file", "access_format")
 _STATIC_KEYS = ("name", "address", "weight")
 _TABLES: Mapping[str, tuple[str, ...]] = {
     "proxy": _PROXY_KEYS,
@@ -795,6 +830,19 @@ def _read_proxy(table: _Table) -> ProxyConfig:
         raise table.error(
             "high_water", f"expected more than low_water ({low_water}), got {high_water}"
         )
+    tls_cert = table.get("tls_cert", _path_text, d.tls_cert)
+    tls_key = table.get("tls_key", _path_text, d.tls_key)
+    if bool(tls_cert) != bool(tls_key):
+        # Blame the one left out: a certificate is served with its key, and a key alone is
+        # nothing to serve.
+        if tls_cert:
+            raise table.error(
+                "tls_key",
+                f"missing: tls_cert = {_toml(tls_cert)} needs its private key (a PEM file)",
+            )
+        raise table.error(
+            "tls_cert", f"missing: tls_key = {_toml(tls_key)} needs its certificate (a PEM file)"
+        )
     return ProxyConfig(
         host=host,
         port=port,
@@ -812,7 +860,10 @@ def _read_proxy(table: _Table) -> ProxyConfig:
         replica_paths=table.get("replica_paths", _list_of(_replica_path), d.replica_paths),
         backlog=table.get("backlog", _POSITIVE_INTEGER, d.backlog),
         shutdown_timeout=table.get("shutdown_timeout", _POSITIVE_NUMBER, d.shutdown_timeout),
+        tunnel_timeout=table.get("tunnel_timeout", _POSITIVE_NUMBER, d.tunnel_timeout),
         max_connections=table.get("max_connections", _NON_NEGATIVE_INTEGER, d.max_connections),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
 
 
@@ -1044,7 +1095,22 @@ def _read_admin(table: _Table, replicas: ReplicasConfig) -> AdminConfig:
         socket=table.get("socket", _text, d.socket),
         max_replicas=max_replicas,
         drain_timeout=table.get("drain_timeout", _POSITIVE_NUMBER, d.drain_timeout),
+        prefix=table.get("prefix", _admin_prefix, d.prefix),
     )
+
+
+#: One or more path segments of RFC 3986 pchar (3.3), none empty, no trailing "/".
+_PREFIX = re.compile(r"(?:/[A-Za-z0-9\-._~!$&'()*+,;=:@%]+)+")
+
+
+def _admin_prefix(value: object) -> str:
+    """The path fastlb's own routes move under: "" (where the spec has them) or segments such
+    as "/_fastlb". A request's path is compared whole, so a trailing "/", an empty segment,
+    a query or whitespace would make a prefix no request could ever reach."""
+    what = '"" or a path such as "/_fastlb" (no trailing "/", no "?", no spaces)'
+    if not isinstance(value, str) or (value and not _PREFIX.fullmatch(value)):
+        raise _expected(what, value)
+    return value
 
 
 def _read_health(table: _Table) -> HealthConfig:
@@ -1238,8 +1304,14 @@ def _read_static_entry(entry: _Table) -> ReplicaSpec:
     why = "every [[replicas.static]] entry needs a name and an address"
     name = entry.require("name", _replica_name, why)
     host, port = entry.require("address", _address, why)
+    written = entry.data["address"]
+    assert isinstance(written, str)  # _address accepted it
     return ReplicaSpec(
-        name=name, host=host, port=port, weight=entry.get("weight", _weight_value, 1)
+        name=name,
+        host=host,
+        port=port,
+        weight=entry.get("weight", _weight_value, 1),
+        address=written,
     )
 
 
@@ -1252,6 +1324,42 @@ def _check_maglev_size(table: _Table, routing: RoutingConfig, replicas: Replicas
             "maglev_size",
             f"expected at least one slot per replica ({replicas.count}), got {routing.maglev_size}",
         )
+
+
+def _check_ketama_weight(table: _Table, routing: RoutingConfig, replicas: ReplicasConfig) -> None:
+    """ketama places 160 points per unit of weight; past KETAMA_MAX_WEIGHT units the table would
+    take seconds to build and memory by the hundred megabytes, so the file is refused here
+    rather than the first build failing."""
+    if routing.table != "ketama":
+        return
+    given = dict(replicas.weights)
+    total = sum(given.get(name, 1) for name in replicas.names)
+    if total > KETAMA_MAX_WEIGHT:
+        raise table.error(
+            "table",
+            f'"ketama" takes at most {KETAMA_MAX_WEIGHT} units of weight in all (160 points '
+            f"each), got {total} from [replicas]",
+        )
+
+
+def _with_labels(source: str, routing: RoutingConfig, replicas: ReplicasConfig) -> RoutingConfig:
+    """`routing` with the static replicas' addresses as their ketama labels. With table =
+    "ketama", two entries of the same address would have the same points, so one of them would
+    serve no key: refused, naming the second entry."""
+    if replicas.provider != "static":
+        return routing
+    labels = tuple((spec.name, spec.address) for spec in replicas.static)
+    if routing.table == "ketama":
+        addresses = [label for _, label in labels]
+        duplicate = _first_duplicate(addresses)
+        if duplicate is not None:
+            first = addresses.index(addresses[duplicate]) + 1
+            raise ConfigError(
+                f"{source}: [[replicas.static]] #{duplicate + 1} address: expected unique "
+                f'addresses with [routing] table = "ketama" (it hashes the address, as nginx '
+                f"does), got {_show(addresses[duplicate])} again (already used by #{first})"
+            )
+    return dataclasses.replace(routing, labels=labels)
 
 
 def _read_metrics(table: _Table) -> MetricsConfig:
@@ -1269,4 +1377,5 @@ def _read_log(table: _Table) -> LogConfig:
     return LogConfig(
         access=table.get("access", _boolean, d.access),
         access_file=table.get("access_file", _text, d.access_file),
+        access_format=table.get("access_format", _choice(ACCESS_FORMATS), d.access_format),
     )

@@ -15,14 +15,16 @@ requests really get, not the slot count.
 
 from __future__ import annotations
 
+import json
 import re
+from array import array
 from collections.abc import Iterator, Sequence
 from itertools import chain
 
 from fastlb.errors import TableError
 from fastlb.hashing import classic_hash, key_int, xxh64
 from fastlb.limits import CLASSIC_PROBES
-from fastlb.table import check_members
+from fastlb.table import check_members, fingerprint_of
 
 __all__ = ["DEFAULT_SLOTS", "DEFAULT_VIRTUAL", "PROBES", "ClassicRing", "replica_id"]
 
@@ -76,6 +78,7 @@ class ClassicRing:
 
     __slots__ = (
         "_by_residue",
+        "_fingerprint",
         "_owners",
         "_positions",
         "_request_slot",
@@ -164,6 +167,7 @@ class ClassicRing:
         for owner in self._by_residue or owners:
             counts[owner] += 1
         self._shares = {name: count / slots for name, count in zip(names, counts, strict=True)}
+        self._fingerprint: str | None = None
 
     def __reduce__(self) -> tuple[object, ...]:
         # Rebuilt from its parameters on unpickling (a fraction of a millisecond), so that a
@@ -236,3 +240,15 @@ class ClassicRing:
         equally likely.
         """
         return dict(self._shares)
+
+    def fingerprint(self) -> str:
+        """xxh64 (hex) of the names, weights, ring parameters and the slots' virtual servers
+        (the hash family is named: it decides which slot a key lands on)."""
+        if self._fingerprint is None:
+            header = json.dumps(
+                [list(self.names), list(self.weights), self.size, self.virtual, self.probe,
+                 self.hash]
+            )
+            positions = array("i", self._positions)
+            self._fingerprint = fingerprint_of("classic", header, positions)
+        return self._fingerprint

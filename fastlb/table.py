@@ -4,23 +4,28 @@ A table is pure and immutable: built from (name, weight) members, it maps a key 
 index. A change of members builds a new table, and the proxy swaps one reference to it, so a
 request in flight never sees a half-built table and lookups need no lock.
 
-Two implementations: `fastlb.maglev.MaglevTable` (the default: even load, little disruption) and
+Three implementations: `fastlb.maglev.MaglevTable` (the default: even load, little disruption),
 `fastlb.ring.ClassicRing` (the course spec's ring, kept so that its behaviour can be reproduced
-and compared). `fastlb.build.build_table` picks one from the configuration.
+and compared) and `fastlb.ketama.KetamaTable` (nginx's `hash $key consistent`, to agree with
+nginx). `fastlb.build.build_table` picks one from the configuration.
 
-Imports run one way: this contract <- the tables (maglev, ring) <- the factory (build). This
+Imports run one way: this contract <- the tables (maglev, ring, ketama) <- the factory (build). This
 module imports neither, so the tables can take `check_members` from it at import time.
 """
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections.abc import Iterator, Sequence
 from itertools import pairwise
 from typing import Protocol, runtime_checkable
 
+import xxhash
+
 from fastlb.errors import TableError
 
-__all__ = ["Table", "TableError", "check_members"]
+__all__ = ["Table", "TableError", "check_members", "fingerprint_of"]
 
 
 @runtime_checkable
@@ -52,6 +57,36 @@ class Table(Protocol):
     def shares(self) -> dict[str, float]:
         """The fraction of the key space each member serves (the values sum to 1)."""
         ...
+
+    def fingerprint(self) -> str:
+        """A hash (xxh64, hex) of what defines the table: kind, names, weights, entries.
+
+        Two tables with equal fingerprints route every key alike, so balancers that should
+        agree (several instances behind DNS or ECMP) can be compared by one short string
+        (`fastlb ctl show table`, /status.json, the fastlb_table_info metric).
+        """
+        ...
+
+
+def fingerprint_of(kind: str, header: str, *blobs: array[int] | bytes) -> str:
+    """xxh64 (hex) of `kind`, `header` (the parameters, as text) and the packed `blobs`.
+
+    Each part is preceded by its length, so no two different contents run together into the
+    same bytes; arrays are hashed little-endian whatever the machine, so an x86 and an arm64
+    balancer built from the same members show the same fingerprint.
+    """
+    digest = xxhash.xxh64()
+    for part in (kind.encode("utf-8"), header.encode("utf-8"), *blobs):
+        if isinstance(part, array):
+            if sys.byteorder != "little":
+                part = array(part.typecode, part)
+                part.byteswap()
+            data = part.tobytes()
+        else:
+            data = part
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def check_members(members: Sequence[tuple[str, int]]) -> tuple[tuple[str, ...], tuple[int, ...]]:

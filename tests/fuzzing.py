@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from hypothesis import strategies as st
 
-from fastlb.http.accept import request_line
+from fastlb.http.accept import check_partial, request_line
 from fastlb.http.errors import HttpError
 from fastlb.http.head import CHUNKED
 from fastlb.http.parsers import HeadParser
@@ -1022,6 +1022,12 @@ def _seen_before(rest: bytes, status: int) -> frozenset[int]:
         request_line(first)
     except HttpError as exc:
         seen.add(exc.status)
+    try:
+        # A split before the line's CRLF: a control character is refused (400) at once,
+        # before the version (505) or the method (405) further along could be read.
+        check_partial(first)
+    except HttpError as exc:
+        seen.add(exc.status)
     if status == 431:
         seen.add(400)
     return frozenset(seen)
@@ -1328,7 +1334,17 @@ def forwarded_head_problems(entry: dict[str, Any]) -> list[str]:
     if ["", ""] in headers:
         headers = headers[: headers.index(["", ""])]  # the trailer fields follow
     names = [name.lower() for name, _ in headers]
-    found = [f"a hop-by-hop field forwarded: {n!r}" for n in sorted(HOP_BY_HOP & set(names))]
+    hop = HOP_BY_HOP & set(names)
+    fields = [(name.lower(), value) for name, value in headers]
+    if (
+        entry["method"] == "GET"
+        and entry["version"] == "HTTP/1.1"
+        and ("connection", "upgrade") in fields
+        and ("upgrade", "websocket") in fields
+        and names.count("connection") == names.count("upgrade") == 1
+    ):
+        hop -= {"connection", "upgrade"}  # the WebSocket upgrade: the one forwarded (issue 13)
+    found = [f"a hop-by-hop field forwarded: {n!r}" for n in sorted(hop)]
     if entry["version"] == "HTTP/1.1" and names.count("host") != 1:
         found.append(f"{names.count('host')} Host fields in an HTTP/1.1 request")
     target = entry["target"]

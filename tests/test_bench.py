@@ -26,6 +26,7 @@ from bench.peers import (
     REPO_ROOT,
     fastlb_toml,
     find_binary,
+    haproxy_bind_tls,
     haproxy_maxconn,
     render_template,
 )
@@ -35,10 +36,12 @@ from bench.report import (
     cpu_us_per_request,
     noise_note,
     paired_table,
+    reference_of,
     render_markdown,
     spread_ok,
     summarize,
 )
+from bench.tls import TlsFiles, certificate
 from bench.wrk import WrkError, parse_duration_us, parse_wrk_output, wrk_argv
 
 WRK_TEXT = """\
@@ -231,6 +234,35 @@ def test_summarize_medians_and_ratios() -> None:
     assert fast.spread_ok and fast.runs == 3
 
 
+def test_the_https_round_is_divided_by_haproxy_over_tls() -> None:
+    """NAME+tls rows divide by haproxy+tls, in the table and round by round; the plain rows
+    still by plain HAProxy."""
+    assert (reference_of("fastlb-httptools+tls"), reference_of("fastlb-httptools")) == (
+        "haproxy+tls",
+        "haproxy",
+    )
+    runs = [
+        _run("haproxy", 64, 1, 50_000, 2.0, 20.0),
+        _run("fastlb-httptools", 64, 1, 40_000, 3.0, 25.0),
+        _run("haproxy+tls", 64, 1, 30_000, 3.0, 30.0),
+        _run("fastlb-httptools+tls", 64, 1, 15_000, 6.0, 60.0),
+    ]
+    order = ["fastlb-httptools", "haproxy", "fastlb-httptools+tls", "haproxy+tls"]
+    rows = {r.proxy: r for r in summarize(runs, order)}
+    assert rows["fastlb-httptools"].rps_ratio == pytest.approx(0.8)
+    assert rows["fastlb-httptools+tls"].rps_ratio == pytest.approx(0.5)
+    assert rows["fastlb-httptools+tls"].cpu_ratio == pytest.approx(2.0)
+    assert rows["haproxy+tls"].rps_ratio == pytest.approx(1.0)
+    lines = paired_table(runs, order).splitlines()
+    assert lines[4:] == [
+        "| fastlb-httptools | 64 | 0.80x (0.80) | 1.25x (1.25) |",
+        "| fastlb-httptools+tls | 64 | 0.50x (0.50) | 2.00x (2.00) |",
+    ]
+    # The HTTPS round alone (--only fastlb-httptools+tls,haproxy+tls) has its ratios too.
+    alone = summarize(runs[2:], order[2:])
+    assert alone[0].rps_ratio == pytest.approx(0.5)
+
+
 def test_summarize_without_haproxy_has_no_ratio_and_failed_runs_are_kept_out() -> None:
     bad = RunResult(proxy="nginx", connections=64, round=2, failure="nginx exited")
     rows = summarize([_run("nginx", 64, 1, 30_000, 2.0, 20.0), bad], ["nginx"])
@@ -339,10 +371,21 @@ def _ports() -> dict[str, int]:
     return {f"{name}_port": 20001 + i for i, name in enumerate(BACKEND_NAMES)}
 
 
-def test_templates_fill_completely(tmp_path: Path) -> None:
-    ha = render_template(
-        "haproxy.cfg.tmpl", prefix=tmp_path, port=20000, maxconn=haproxy_maxconn(), **_ports()
+def _haproxy_cfg(prefix: Path, tls: TlsFiles | None = None) -> str:
+    """conf/haproxy.cfg.tmpl filled as bench/peers.py fills it (over TLS with `tls`)."""
+    return render_template(
+        "haproxy.cfg.tmpl",
+        prefix=prefix,
+        port=20000,
+        maxconn=haproxy_maxconn(),
+        bind_tls=haproxy_bind_tls(tls),
+        proto="http" if tls is None else "https",
+        **_ports(),
     )
+
+
+def test_templates_fill_completely(tmp_path: Path) -> None:
+    ha = _haproxy_cfg(tmp_path)
     ngp = render_template("nginx-proxy.conf.tmpl", prefix=tmp_path, port=20000, **_ports())
     ngb = render_template("nginx-backends.conf.tmpl", prefix=tmp_path, flush_ms=100, **_ports())
     for text in (ha, ngp, ngb):
@@ -357,17 +400,41 @@ def test_templates_fill_completely(tmp_path: Path) -> None:
 @pytest.mark.skipif(find_binary("haproxy") is None, reason="haproxy not installed")
 def test_haproxy_accepts_its_config(tmp_path: Path) -> None:
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(
-        render_template(
-            "haproxy.cfg.tmpl", prefix=tmp_path, port=20000, maxconn=haproxy_maxconn(), **_ports()
-        )
-    )
+    cfg.write_text(_haproxy_cfg(tmp_path))
     haproxy = find_binary("haproxy")
     assert haproxy is not None
     out = subprocess.run(
         [haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=10, check=False
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.skipif(
+    find_binary("haproxy") is None or find_binary("openssl") is None,
+    reason="haproxy and openssl needed",
+)
+def test_haproxy_accepts_its_https_config_with_the_bench_certificate(tmp_path: Path) -> None:
+    files = certificate(tmp_path / "tls")
+    assert certificate(tmp_path / "tls") == files  # made once, found after
+    text = _haproxy_cfg(tmp_path, files)
+    assert f"bind 127.0.0.1:20000 ssl crt {files.combined} alpn http/1.1 ssl-min-ver TLSv1.2 " in text
+    assert "set-header X-Forwarded-Proto https" in text
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(text)
+    haproxy = find_binary("haproxy")
+    assert haproxy is not None
+    out = subprocess.run(
+        [haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=10, check=False
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    # fastlb reads the same certificate and key from its bench config.
+    from fastlb.config import parse
+    from fastlb.tls import context_for
+
+    toml = fastlb_toml(5000, "httptools", {"b1": 8001}, tls=files)
+    config = parse(toml)
+    assert (config.proxy.tls_cert, config.proxy.tls_key) == (str(files.cert), str(files.key))
+    assert context_for(config) is not None
 
 
 @pytest.mark.skipif(find_binary("nginx") is None, reason="nginx not installed")
@@ -479,6 +546,28 @@ def test_haproxy_runs_next_to_the_first_proxy_on_either_side_in_turn() -> None:
     assert all(sorted(o) == sorted(proxies) for o in orders)
     # Only two proxies: plain rotation, which alternates them anyway.
     assert round_order(["fast", "haproxy"], 2) == ["haproxy", "fast"]
+
+
+def test_the_https_pair_runs_together_and_is_selected_by_name() -> None:
+    from bench.peers import PROXIES
+    from bench.run import parse_args, round_order
+
+    assert PROXIES[-2:] == ("fastlb-httptools+tls", "haproxy+tls")
+    # An exact name selects that proxy alone, a prefix every proxy it starts.
+    assert parse_args(["--only", "haproxy"]).only == ("haproxy",)
+    assert parse_args(["--only", "haproxy+"]).only == ("haproxy+tls",)
+    assert parse_args(["--only", "fastlb-httptools+tls,haproxy+tls"]).only == PROXIES[-2:]
+    assert "fastlb-httptools+tls" in parse_args(["--only", "fastlb"]).only
+    proxies = ["fast", "haproxy", "nginx", "fast+tls", "haproxy+tls"]
+    orders = [round_order(proxies, r) for r in (1, 2, 3)]
+    assert orders == [
+        ["haproxy", "fast", "nginx", "haproxy+tls", "fast+tls"],
+        ["nginx", "fast+tls", "haproxy+tls", "fast", "haproxy"],
+        ["haproxy+tls", "fast+tls", "haproxy", "fast", "nginx"],
+    ]
+    assert all(sorted(o) == sorted(proxies) for o in orders)
+    # The HTTPS round alone: two proxies, alternating.
+    assert round_order(["fast+tls", "haproxy+tls"], 2) == ["haproxy+tls", "fast+tls"]
 
 
 def test_interpreter_says_how_cpython_is_linked() -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from fastlb.build import table_info
 from fastlb.control.api import ControlError, EventInfo, ReplicaInfo
 from fastlb.control.commands import (
     AddReplicas,
@@ -33,6 +34,7 @@ from fastlb.control.commands import (
     parse_command,
 )
 from fastlb.limits import MAX_WEIGHT, REPLICA_NAME_RULE, is_replica_name
+from fastlb.maglev import MaglevTable
 
 
 @dataclass
@@ -96,6 +98,11 @@ class FakeCluster:
         up = {name: r.weight for name, r in self.members.items() if r.state == "up"}
         total = sum(up.values())
         return {name: weight / total for name, weight in up.items()}
+
+    def table_info(self) -> tuple[str, str] | None:
+        # A real table of the members in the table, so the fingerprint follows them.
+        up = [(name, r.weight) for name, r in self.members.items() if r.state == "up"]
+        return table_info(MaglevTable(up, size=251)) if up else None
 
     async def add(self, names: list[str]) -> None:
         for name in names:
@@ -332,7 +339,20 @@ def test_show_replica_is_its_row_and_its_events_with_a_detail_s_lines_indented()
 def test_show_table_gives_each_member_its_share() -> None:
     cluster = FakeCluster()
     cluster.disable("Server2")
-    assert run(ShowTable(), cluster) == "NAME     SHARE\nServer1  50.0%\nServer3  50.0%"
+    fingerprint = MaglevTable([("Server1", 1), ("Server3", 1)], size=251).fingerprint()
+    assert run(ShowTable(), cluster) == (
+        "NAME     SHARE\nServer1  50.0%\nServer3  50.0%\n"
+        f"table: maglev, fingerprint {fingerprint}"
+    )
+
+
+def test_show_table_fingerprint_follows_the_members() -> None:
+    cluster = FakeCluster()
+    before = run(ShowTable(), cluster).splitlines()[-1]
+    cluster.set_weight("Server2", 2)
+    after = run(ShowTable(), cluster).splitlines()[-1]
+    assert before.startswith("table: maglev, fingerprint ") and after != before
+    assert run(ShowTable(), FakeCluster(())) == "NAME  SHARE\ntable: none (no replica is in the table)"
 
 
 @pytest.mark.parametrize(

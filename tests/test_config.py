@@ -80,6 +80,7 @@ def test_defaults_of_the_new_keys() -> None:
     """The documented defaults, spelled out: a change to one is a change to conf/lb.toml too."""
     cfg = default()
     assert cfg.proxy.shutdown_timeout == 10.0
+    assert cfg.proxy.tunnel_timeout == 3600.0
     assert cfg.proxy.max_connections == 0  # derived from the descriptor limit
     assert cfg.replicas.provider == "local"
     assert (
@@ -199,7 +200,10 @@ def test_every_key_is_read() -> None:
         replica_paths = []
         backlog = 16
         shutdown_timeout = 2.5
+        tunnel_timeout = 120
         max_connections = 500
+        tls_cert = "/etc/fastlb/cert.pem"
+        tls_key = "key.pem"
 
         [routing]
         table = "classic"
@@ -233,6 +237,7 @@ def test_every_key_is_read() -> None:
         socket = "/run/fastlb/admin.sock"
         max_replicas = 50
         drain_timeout = 4
+        prefix = "/_fastlb"
 
         [health]
         interval = 1
@@ -255,6 +260,7 @@ def test_every_key_is_read() -> None:
         [log]
         access = true
         access_file = "/var/log/fastlb/access.log"
+        access_format = "json"
         """
     )
     assert cfg == Config(
@@ -275,7 +281,10 @@ def test_every_key_is_read() -> None:
             replica_paths=(),
             backlog=16,
             shutdown_timeout=2.5,
+            tunnel_timeout=120.0,
             max_connections=500,
+            tls_cert="/etc/fastlb/cert.pem",
+            tls_key="key.pem",
         ),
         routing=RoutingConfig(
             table="classic",
@@ -309,6 +318,7 @@ def test_every_key_is_read() -> None:
             socket="/run/fastlb/admin.sock",
             max_replicas=50,
             drain_timeout=4.0,
+            prefix="/_fastlb",
         ),
         health=HealthConfig(
             interval=1.0,
@@ -326,13 +336,16 @@ def test_every_key_is_read() -> None:
             host="app.internal",
         ),
         metrics=MetricsConfig(buckets=(0.001, 0.5, 3.0)),
-        log=LogConfig(access=True, access_file="/var/log/fastlb/access.log"),
+        log=LogConfig(
+            access=True, access_file="/var/log/fastlb/access.log", access_format="json"
+        ),
     )
     defaults = default()
     for part in PARTS:
         for f in fields(getattr(cfg, part)):
-            # docker here; static is tested below, the local-only keys in test_replica_command.
-            if f.name in ("static", "cwd", "log_dir"):
+            # docker here; static is tested below, the local-only keys in test_replica_command;
+            # routing.labels is no key but the static addresses (test_static_addresses_are_...).
+            if f.name in ("static", "cwd", "log_dir", "labels"):
                 continue
             assert getattr(getattr(cfg, part), f.name) != getattr(getattr(defaults, part), f.name)
 
@@ -391,6 +404,9 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("proxy", "shutdown_timeout", '"10s"', "a positive number"),
     ("proxy", "shutdown_timeout", "true", "a positive number"),
     ("proxy", "shutdown_timeout", "inf", "a positive number (finite)"),
+    ("proxy", "tunnel_timeout", "0", "a positive number"),
+    ("proxy", "tunnel_timeout", '"1h"', "a positive number"),
+    ("proxy", "tunnel_timeout", "inf", "a positive number (finite)"),
     ("proxy", "forwarded_headers", "1", "true or false"),
     ("proxy", "forwarded_headers", '"yes"', "true or false"),
     ("proxy", "forwarded_headers", '"true"', "true or false"),
@@ -420,8 +436,8 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("proxy", "replica_paths[0]", '["/a b"]', 'a path starting with "/" (no spaces)'),
     ("proxy", "replica_paths[0]", "[1]", 'a path starting with "/"'),
     ("proxy", "replica_paths[0]", '[""]', 'a path starting with "/"'),
-    ("routing", "table", '"ring"', '"maglev" or "classic"'),
-    ("routing", "table", '"Maglev"', '"maglev" or "classic"'),
+    ("routing", "table", '"ring"', '"maglev", "classic" or "ketama"'),
+    ("routing", "table", '"Maglev"', '"maglev", "classic" or "ketama"'),
     ("routing", "key", '"user"', "request_id, path, client_ip, header:NAME or cookie:NAME"),
     ("routing", "key", "1", "request_id, path, client_ip, header:NAME or cookie:NAME"),
     ("routing", "key", '"header:"', "a header name"),
@@ -592,7 +608,7 @@ def test_bad_docker_value_names_file_table_and_key(key: str, value: str, expecte
         ),
         (
             '[routing]\ntable = "maglve"\n',
-            'lb.toml: [routing] table: expected "maglev" or "classic", got "maglve" '
+            'lb.toml: [routing] table: expected "maglev", "classic" or "ketama", got "maglve" '
             '(did you mean "maglev"?)',
         ),
         (
@@ -620,6 +636,10 @@ def test_bad_docker_value_names_file_table_and_key(key: str, value: str, expecte
         (
             '[proxy]\nshutdown_timeout = "10s"\n',
             'lb.toml: [proxy] shutdown_timeout: expected a positive number, got "10s"',
+        ),
+        (
+            "[proxy]\ntunnel_timeout = -1\n",
+            "lb.toml: [proxy] tunnel_timeout: expected a positive number, got -1",
         ),
         (
             '[replicas]\nprovider = "dokcer"\n',
@@ -774,7 +794,7 @@ def test_composite_maglev_sizes_are_refused(size: int) -> None:
         (
             "[admin]\nport = 5001\n",
             "lb.toml: [admin] port: unknown key "
-            "(known keys: on_data_port, listen, token, socket, max_replicas, drain_timeout)",
+            "(known keys: on_data_port, listen, token, socket, max_replicas, drain_timeout, prefix)",
         ),
         (
             "[health]\nintervall = 1\n",
@@ -1146,9 +1166,9 @@ def test_static_provider() -> None:
         names=("Server1", "Server2", "db-node.3"),
         weights=(("Server2", 3),),
         static=(
-            ReplicaSpec("Server1", "10.0.0.1", 8001, 1),
-            ReplicaSpec("Server2", "::1", 8002, 3),
-            ReplicaSpec("db-node.3", "replica3.internal", 80, 1),
+            ReplicaSpec("Server1", "10.0.0.1", 8001, 1, "10.0.0.1:8001"),
+            ReplicaSpec("Server2", "::1", 8002, 3, "[::1]:8002"),
+            ReplicaSpec("db-node.3", "replica3.internal", 80, 1, "replica3.internal:80"),
         ),
         start_timeout=20.0,
     )
@@ -1556,6 +1576,49 @@ def test_any_value_gives_a_config_or_a_config_error(place: tuple[str, str], valu
         assert isinstance(cfg, Config)
 
 
+# --- [proxy] tls_cert and tls_key (what is in the files: tests/test_tls.py) ---------------------
+
+
+def test_tls_is_off_by_default_and_takes_both_paths() -> None:
+    assert (default().proxy.tls_cert, default().proxy.tls_key) == ("", "")
+    proxy = parse('[proxy]\ntls_cert = "certs/lb.pem"\ntls_key = "/etc/fastlb/lb.key"\n').proxy
+    assert (proxy.tls_cert, proxy.tls_key) == ("certs/lb.pem", "/etc/fastlb/lb.key")
+    # One file holding both, as HAProxy's crt takes it.
+    proxy = parse('[proxy]\ntls_cert = "lb.pem"\ntls_key = "lb.pem"\n').proxy
+    assert (proxy.tls_cert, proxy.tls_key) == ("lb.pem", "lb.pem")
+    # Both empty is plain HTTP, as neither is.
+    assert parse('[proxy]\ntls_cert = ""\ntls_key = ""\n') == default()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'tls_cert = "lb.pem"',
+            'lb.toml: [proxy] tls_key: missing: tls_cert = "lb.pem" needs its private key '
+            "(a PEM file)",
+        ),
+        (
+            'tls_key = "lb.key"',
+            'lb.toml: [proxy] tls_cert: missing: tls_key = "lb.key" needs its certificate '
+            "(a PEM file)",
+        ),
+        (
+            'tls_cert = "lb.pem"\ntls_key = ""',
+            'lb.toml: [proxy] tls_key: missing: tls_cert = "lb.pem" needs its private key',
+        ),
+        ("tls_cert = 1", "lb.toml: [proxy] tls_cert: expected a path (a string), got 1"),
+        (
+            'tls_key = ["a", "b"]',
+            'lb.toml: [proxy] tls_key: expected a path (a string), got ["a", "b"]',
+        ),
+        ('tls_crt = "lb.pem"', "lb.toml: [proxy] tls_crt: unknown key (did you mean tls_cert?)"),
+    ],
+)
+def test_tls_keys_come_in_pairs_and_are_paths(text: str, message: str) -> None:
+    assert error(f"[proxy]\n{text}\n").startswith(message)
+
+
 def test_a_key_that_needs_another_names_the_missing_one() -> None:
     """The two cases test_any_value_gives_a_config_or_a_config_error allows for, pinned down."""
     assert error('[replicas]\nprovider = "static"\n').startswith(
@@ -1575,12 +1638,38 @@ def test_a_key_that_needs_another_names_the_missing_one() -> None:
         ("[metrics]\nbuckets = [0, 1]\n", "lb.toml: [metrics] buckets[0]: expected a positive number"),
         ("[log]\naccess = 1\n", "lb.toml: [log] access: expected"),
         ("[log]\naccess_file = 3\n", "lb.toml: [log] access_file: expected a string"),
+        (
+            '[log]\naccess_format = "jsn"\n',
+            'lb.toml: [log] access_format: expected "combined" or "json", got "jsn" (did you '
+            'mean "json"?)',
+        ),
+        ("[log]\naccess_format = 1\n", 'lb.toml: [log] access_format: expected "combined" or'),
     ],
 )
 def test_metrics_and_log_values(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse(text)
     assert str(info.value).startswith(message), str(info.value)
+
+
+@pytest.mark.parametrize("prefix", ["", "/_fastlb", "/ops/lb", "/a.b~c:1@x"])
+def test_admin_prefix_values(prefix: str) -> None:
+    assert parse(f'[admin]\nprefix = "{prefix}"\n').admin.prefix == prefix
+
+
+@pytest.mark.parametrize("prefix", ["/", "_fastlb", "/_fastlb/", "/a//b", "/a b", "/a?x", "/a#b", 1])
+def test_admin_prefix_that_no_request_could_reach(prefix: object) -> None:
+    shown = f'"{prefix}"' if isinstance(prefix, str) else str(prefix)
+    with pytest.raises(ConfigError) as info:
+        parse(f"[admin]\nprefix = {shown}\n")
+    assert str(info.value) == (
+        'lb.toml: [admin] prefix: expected "" or a path such as "/_fastlb" (no trailing "/", '
+        f'no "?", no spaces), got {shown}'
+    )
+
+
+def test_access_log_defaults_to_nginx_combined() -> None:
+    assert parse("[log]\naccess = true\n").log.access_format == "combined"
 
 
 # --- your own app as replicas: command, env, cwd, log_dir; the heartbeat -------------------------
@@ -1710,3 +1799,61 @@ def test_heartbeat_settings() -> None:
 )
 def test_heartbeat_setting_errors(text: str, message: str) -> None:
     assert error(f"[health]\n{text}\n") == f"lb.toml: [health] {message}"
+
+
+# ------------------------------------------------------------------ table = "ketama"
+def test_static_addresses_are_the_ketama_labels_as_written() -> None:
+    cfg = parse('[routing]\ntable = "ketama"\n' + STATIC)
+    assert cfg.routing.table == "ketama"
+    # As written, brackets and all: nginx hashes the `server` line's address text.
+    assert cfg.routing.labels == (
+        ("Server1", "10.0.0.1:8001"),
+        ("Server2", "[::1]:8002"),
+        ("db-node.3", "replica3.internal:80"),
+    )
+
+
+def test_other_providers_have_no_labels() -> None:
+    # Their replicas are hashed by name (fastlb picks their ports).
+    assert parse('[routing]\ntable = "ketama"\n').routing.labels == ()
+    assert parse('[routing]\ntable = "ketama"\n[replicas]\nprovider = "docker"\n').routing.labels == ()
+
+
+def test_ketama_refuses_two_static_entries_of_one_address() -> None:
+    text = (
+        '[routing]\ntable = "ketama"\n[replicas]\nprovider = "static"\n'
+        '[[replicas.static]]\nname = "a"\naddress = "127.0.0.1:8001"\n'
+        '[[replicas.static]]\nname = "b"\naddress = "127.0.0.1:8002"\n'
+        '[[replicas.static]]\nname = "c"\naddress = "127.0.0.1:8001"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    assert str(info.value) == (
+        'lb.toml: [[replicas.static]] #3 address: expected unique addresses with [routing] '
+        'table = "ketama" (it hashes the address, as nginx does), got "127.0.0.1:8001" again '
+        "(already used by #1)"
+    )
+    # Other tables hash names: the same text is accepted there.
+    assert parse(text.replace('"ketama"', '"maglev"')).replicas.count == 3
+
+
+def _heavy_static(table: str, count: int) -> str:
+    entries = "".join(
+        f'[[replicas.static]]\nname = "s{i}"\naddress = "127.0.0.1:{8000 + i}"\nweight = 256\n'
+        for i in range(count)
+    )
+    return f'[routing]\ntable = "{table}"\n[replicas]\nprovider = "static"\n' + entries
+
+
+def test_ketama_refuses_more_weight_than_its_points_allow() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(_heavy_static("ketama", 17))
+    assert str(info.value) == (
+        'lb.toml: [routing] table: "ketama" takes at most 4096 units of weight in all (160 '
+        "points each), got 4352 from [replicas]"
+    )
+    # 16 of them are 4096 units: accepted; so are the 17 with another table.
+    assert parse(_heavy_static("ketama", 16)).replicas.count == 16
+    assert parse(_heavy_static("maglev", 17)).replicas.count == 17
+    local = '[routing]\ntable = "ketama"\n[replicas]\ncount = 3\nweights = { Server1 = 256 }\n'
+    assert parse(local).routing.table == "ketama"

@@ -23,7 +23,7 @@ from fastlb.config import default
 from fastlb.http.response import ResponseReader
 from fastlb.http.rewrite import forwarded_lines
 from fastlb.maglev import MaglevTable
-from fastlb.observe.access import AccessLog
+from fastlb.observe.access import AccessLog, Entry
 from fastlb.proxy import exchange as ex
 from fastlb.proxy.exchange import Exchange, LocalHandler, LocalRequest, Recorder
 from fastlb.proxy.server import ProxyServer
@@ -35,16 +35,16 @@ OK_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 
 
 class Lines(AccessLog):
-    """The access log's lines, kept in a list (AccessLog writes them by a timer)."""
+    """The access log's entries, kept in a list (AccessLog formats and writes them by a timer)."""
 
     def __init__(self) -> None:
-        self.lines: list[bytes] = []
+        self.lines: list[Entry] = []
 
-    def add(self, line: bytes) -> None:
-        self.lines.append(line)
+    def add(self, entry: Entry) -> None:
+        self.lines.append(entry)
 
     def codes(self) -> list[str]:
-        return [line.split()[-1].decode() for line in self.lines]
+        return [entry[7].decode() for entry in self.lines]
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,9 @@ def rig(
     local: dict[bytes, LocalHandler] | None = None,
     forward: bool = True,
     routed: bool = True,
+    http: str = "httptools",
 ) -> Rig:
-    proxy = dataclasses.replace(default().proxy, replica_paths=paths)
+    proxy = dataclasses.replace(default().proxy, replica_paths=paths, http=http)
     upstreams = {name: Upstream(name, "127.0.0.1", 1) for name in ("r1", "r2", "r3")}
     route = Route.build(MaglevTable([(name, 1) for name in upstreams]), upstreams)
     server = ProxyServer(
@@ -259,7 +260,7 @@ def test_bad_path_keeps_the_connection_and_serves_what_follows(
     assert r.client().endswith(OK_RESPONSE) and not r.port.closed
     assert r.outcomes() == ["BAD_PATH", "OK"] and r.log.codes() == ["bad-path", "-"]
     assert r.server.rejected == 1 and r.server.own_responses == {400: 1}
-    assert r.log.lines[0].split()[3] == b"-"
+    assert r.log.lines[0][3] == b"-"  # no replica
 
 
 def test_bad_path_with_a_body_closes(loop: asyncio.AbstractEventLoop) -> None:
@@ -398,7 +399,7 @@ def test_bad_chunk(loop: asyncio.AbstractEventLoop) -> None:
     r.machine.replica_data(b"zz\r\n")
     assert r.client().endswith(b"hello\r\n") and r.port.closed
     assert r.outcomes() == ["BAD_CHUNK"] and r.log.codes() == ["bad-chunk"]
-    assert r.log.lines[0].split()[4] == b"200" and upstream.failures == 1
+    assert r.log.lines[0][4] == 200 and upstream.failures == 1
 
 
 def test_cut(loop: asyncio.AbstractEventLoop) -> None:
@@ -561,6 +562,320 @@ def test_bad_chunk_in_the_read_with_the_head_is_a_502(loop: asyncio.AbstractEven
     assert r.outcomes() == ["BAD_CHUNK"] and r.log.codes() == ["bad-chunk"]
     assert upstream.failures == 1
     assert upstream.status_counts[200] == 0 and upstream.status_counts[502] == 1
+
+
+# ---------------------------------------------------------------- WebSocket tunnels
+UPGRADE = (
+    b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+SWITCH = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+)
+#: SWITCH as the client gets it: hop-by-hop fields dropped, the switch's two written anew.
+SWITCH_OUT = (
+    b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+    b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+)
+
+
+def tunnel(loop: asyncio.AbstractEventLoop, **kwargs: object) -> Rig:
+    """A rig whose exchange has become a tunnel (the 101 relayed)."""
+    r = rig(loop, **kwargs)  # type: ignore[arg-type]
+    r.machine.client_data(UPGRADE)
+    r.machine.replica_data(SWITCH)
+    assert r.machine.state_name() == "REQ_TUNNEL/RESP_TUNNEL"
+    return r
+
+
+def forwarded_head(r: Rig) -> bytes:
+    out = r.replica()
+    return out[: out.find(b"\r\n\r\n") + 4]
+
+
+def test_an_upgrade_request_keeps_exactly_connection_upgrade_and_upgrade_websocket(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    r = rig(loop)
+    r.machine.client_data(UPGRADE)
+    head = forwarded_head(r).lower()
+    assert head.count(b"\r\nconnection:") == 1 and b"\r\nconnection: upgrade\r\n" in head
+    assert head.count(b"\r\nupgrade:") == 1 and b"\r\nupgrade: websocket\r\n" in head
+    assert b"sec-websocket-key: dghlihnhbxbszsbub25jzq==" in head  # end-to-end: kept
+    assert b"sec-websocket-version: 13" in head and b"keep-alive" not in head
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+@pytest.mark.parametrize(
+    ("fields", "upgrade"),
+    [
+        (b"Connection: Upgrade\r\nUpgrade: websocket\r\n", True),
+        (b"connection: UPGRADE\r\nupgrade: WebSocket\r\n", True),  # tokens without case
+        (b"Connection: close\r\nConnection: upgrade\r\nUpgrade: h2c, websocket\r\n", True),
+        (b"Upgrade: websocket\r\n", False),  # Connection must name it (RFC 9110 §7.8)
+        (b"Connection: Upgrade\r\n", False),
+        (b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n", False),
+        (b"Connection: upgraded\r\nUpgrade: websocket\r\n", False),
+        (b"Connection: Upgrade\r\nUpgrade: websockets\r\n", False),
+    ],
+)
+def test_only_a_websocket_upgrade_is_forwarded_by_both_parsers(
+    loop: asyncio.AbstractEventLoop, http: str, fields: bytes, upgrade: bool
+) -> None:
+    r = rig(loop, http=http)
+    r.machine.client_data(b"GET /ws HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n")
+    head = r.machine.head
+    assert head is not None and head.upgrade is upgrade
+    out = forwarded_head(r).lower()
+    assert (b"\r\nupgrade: websocket\r\n" in out) is upgrade
+    assert b"h2c" not in out and b"http2-settings" not in out  # h2c: a smuggling vector
+    assert out.count(b"\r\nupgrade:") == int(upgrade)
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+@pytest.mark.parametrize(
+    "line", [b"POST /ws HTTP/1.1", b"GET /ws HTTP/1.0"], ids=["POST", "HTTP/1.0"]
+)
+def test_an_upgrade_on_other_than_a_get_in_http11_is_dropped(
+    loop: asyncio.AbstractEventLoop, http: str, line: bytes
+) -> None:
+    # RFC 6455 §4.1: GET, HTTP/1.1; RFC 9110 §7.8: Upgrade in HTTP/1.0 is ignored.
+    r = rig(loop, http=http)
+    r.machine.client_data(line + b"\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+    assert r.machine.head is not None and not r.machine.head.upgrade
+    assert b"upgrade" not in forwarded_head(r).lower()
+    r.machine.replica_data(SWITCH)
+    assert r.client().startswith(b"HTTP/1.1 502 ") and r.outcomes() == ["BAD_HEAD"]
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+@pytest.mark.parametrize(
+    "framing",
+    [b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n"],
+    ids=["content-length", "chunked"],
+)
+def test_an_upgrade_request_with_a_body_is_refused(
+    loop: asyncio.AbstractEventLoop, http: str, framing: bytes
+) -> None:
+    r = rig(loop, http=http)
+    r.machine.client_data(UPGRADE[:-2] + framing + b"\r\nhello")
+    assert r.client().startswith(b"HTTP/1.1 400 ") and r.port.closed
+    assert r.replica() == b"" and r.outcomes() == ["REFUSED"]
+
+
+def test_an_upgrade_request_with_content_length_0_is_forwarded(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    r = rig(loop)
+    r.machine.client_data(UPGRADE[:-2] + b"Content-Length: 0\r\n\r\n")
+    r.machine.replica_data(SWITCH)
+    assert r.machine.state_name() == "REQ_TUNNEL/RESP_TUNNEL"
+
+
+def test_a_101_becomes_a_tunnel_relaying_raw_bytes_both_ways(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    r = tunnel(loop)
+    upstream = r.on()
+    assert r.client() == SWITCH_OUT
+    sent = len(r.replica())
+    r.machine.client_data(b"\x81\x05hello")
+    r.machine.client_data(b"GET / HTTP/1.1\r\n\r\n")  # no longer HTTP: relayed as bytes
+    r.machine.replica_data(b"\x81\x05world")
+    assert r.replica()[sent:] == b"\x81\x05helloGET / HTTP/1.1\r\n\r\n"
+    assert r.client() == SWITCH_OUT + b"\x81\x05world"
+    assert r.outcomes() == [] and len(r.port.events) == 1  # the pooled connection's, only
+    assert r.server.tunnels == 1 and r.server.tunnels_open == 1
+    assert (r.server.tunnel_bytes_up, r.server.tunnel_bytes_down) == (7 + 18, 7)
+    assert upstream.status_counts[101] == 1 and upstream.active == 1
+    assert sum(upstream.duration_counts) == 1  # counted at the switch
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    client_cuts=st.lists(st.integers(0, 10_000), max_size=10),
+    replica_cuts=st.lists(st.integers(0, 10_000), max_size=10),
+    early=st.integers(0, 40),
+)
+def test_a_tunnel_in_any_split_gives_the_same_bytes(
+    loop: asyncio.AbstractEventLoop, client_cuts: list[int], replica_cuts: list[int], early: int
+) -> None:
+    # The client's bytes after its head (`early` of them before the 101: held, then sent
+    # first), the 101 with the replica's first frames behind it, then more of each.
+    up = bytes(range(40)) * 3
+    down = b"\x82\x7e\x01\x00" + b"z" * 256
+    results = []
+    for ccuts, rcuts in (((), ()), (client_cuts, replica_cuts)):
+        r = rig(loop)
+        for piece in split(UPGRADE + up[:early], ccuts):
+            r.machine.client_data(piece)
+        for piece in split(SWITCH + down, rcuts):
+            r.machine.replica_data(piece)
+        for piece in split(up[early:], ccuts):
+            r.machine.client_data(piece)
+        results.append((r.client(), r.replica(), r.outcomes(), r.machine.state_name()))
+    assert results[0] == results[1]
+    client, replica, outcomes, state = results[0]
+    assert client == SWITCH_OUT + down and replica.endswith(b"\r\n\r\n" + up)
+    assert outcomes == [] and state == "REQ_TUNNEL/RESP_TUNNEL"
+
+
+def test_bytes_held_behind_the_upgrade_go_first_and_their_pause_ends(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    r = rig(loop)
+    early = b"e" * (r.server.high_water + 1)
+    r.machine.client_data(UPGRADE + early)
+    assert r.port.pauses & ex.P_PIPELINE and not r.replica().endswith(b"e")
+    r.machine.replica_data(SWITCH)
+    assert r.replica().endswith(b"\r\n\r\n" + early) and r.port.pauses == 0
+
+
+def test_a_tunnel_keeps_the_shells_backpressure_pause(loop: asyncio.AbstractEventLoop) -> None:
+    # The replica's socket is full (the shell paused the client): tunnel bytes do not lift it.
+    r = tunnel(loop)
+    r.port.pause(ex.P_BACKEND)
+    r.machine.client_data(b"x" * 1000)
+    r.machine.replica_data(b"y" * 1000)
+    assert r.port.pauses == ex.P_BACKEND
+    r.port.resume(ex.P_BACKEND)  # its drain, as the shell reports it
+    assert r.port.pauses == 0
+
+
+@pytest.mark.parametrize("how", ["eof", "lost"])
+def test_a_close_from_the_client_ends_the_tunnel(loop: asyncio.AbstractEventLoop, how: str) -> None:
+    r = tunnel(loop)
+    upstream = r.on()
+    r.machine.replica_data(b"abc")
+    if how == "eof":
+        r.machine.client_eof()
+    else:
+        r.machine.client_lost()
+    assert r.outcomes() == ["TUNNEL_CLIENT"] and r.log.codes() == ["tunnel-client"]
+    assert r.port.events[-2:] == ["release close", "close"]  # never pooled
+    _, _, head, replica, status, length, _, _ = r.log.lines[0]
+    assert head is not None and (head.method, head.target) == (b"GET", b"/chat")
+    assert (replica, status, length) == (upstream.name.encode(), 101, 3), r.log.lines[0]
+    assert r.server.tunnels_open == 0 and upstream.active == 0 and upstream.failures == 0
+    assert r.machine.state_name() == "CLOSED/RESP_NONE"
+    r.machine.client_lost()  # the shell's connection_lost after fastlb's close: nothing more
+    assert r.outcomes() == ["TUNNEL_CLIENT"] and r.server.tunnels_open == 0
+
+
+def test_a_close_from_the_replica_ends_the_tunnel(loop: asyncio.AbstractEventLoop) -> None:
+    r = tunnel(loop)
+    upstream = r.on()
+    r.machine.replica_data(b"\x88\x02\x03\xe8")  # a close frame, then the TCP close
+    r.machine.replica_lost()
+    assert r.outcomes() == ["TUNNEL_REPLICA"] and r.log.codes() == ["tunnel-replica"]
+    assert r.port.closed and r.client().endswith(b"\x88\x02\x03\xe8")
+    assert "release keep" not in r.port.events
+    assert r.server.tunnels_open == 0 and upstream.active == 0 and upstream.failures == 0
+    r.machine.client_lost()
+    assert r.outcomes() == ["TUNNEL_REPLICA"]
+
+
+def test_an_idle_tunnel_closes_at_tunnel_timeout(loop: asyncio.AbstractEventLoop) -> None:
+    r = tunnel(loop)
+    first = r.port.deadline
+    assert first > 0
+    r.machine.client_data(b"ping")  # each byte either way moves the deadline on
+    assert r.port.deadline >= first
+    r.machine.deadline_passed()
+    assert r.outcomes() == ["TUNNEL_IDLE"] and r.log.codes() == ["tunnel-idle"]
+    assert r.port.closed and r.port.events[-2:] == ["release close", "close"]
+    assert r.server.tunnels_open == 0
+
+
+def test_the_tunnel_deadline_is_tunnel_timeout(loop: asyncio.AbstractEventLoop) -> None:
+    r = rig(loop)
+    r.server.tunnel_timeout = 1234.0
+    r.machine.client_data(UPGRADE)
+    r.machine.replica_data(SWITCH)
+    from time import monotonic
+
+    assert 1233.0 < r.port.deadline - monotonic() <= 1234.0
+    r.server.tunnel_timeout = 77.0
+    r.machine.replica_data(b"x")
+    assert 76.0 < r.port.deadline - monotonic() <= 77.0
+
+
+def test_terminate_ends_a_tunnel_at_the_end_of_the_shutdown_grace(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    r = tunnel(loop)
+    r.server.draining = True
+    assert r.machine.shutdown() is False  # busy: the grace runs
+    assert r.machine.terminate() is True
+    assert r.outcomes() == ["TUNNEL_SHUTDOWN"] and r.log.codes() == ["tunnel-shutdown"]
+    assert r.port.closed and r.server.tunnels_open == 0
+    plain = rig(loop)
+    plain.machine.client_data(GET)
+    assert plain.machine.terminate() is False  # not a tunnel: the shell closes it
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [GET, b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"],
+    ids=["plain", "h2c"],
+)
+def test_a_101_without_a_websocket_upgrade_request_is_a_502(
+    loop: asyncio.AbstractEventLoop, request_head: bytes
+) -> None:
+    r = rig(loop)
+    r.machine.client_data(request_head)
+    upstream = r.on()
+    r.machine.replica_data(SWITCH + b"\x81\x00")
+    assert r.client().startswith(b"HTTP/1.1 502 ") and b"Switching" not in r.client()
+    assert r.outcomes() == ["BAD_HEAD"] and "release close" in r.port.events
+    assert r.server.tunnels == 0 and upstream.status_counts[502] == 1
+    assert not r.port.closed  # the client's connection is fine (keep*)
+
+
+@pytest.mark.parametrize(
+    "switch",
+    [
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",
+    ],
+    ids=["h2c", "no-connection", "bare", "chunked"],
+)
+def test_a_101_that_is_no_websocket_switch_is_a_502(
+    loop: asyncio.AbstractEventLoop, switch: bytes
+) -> None:
+    r = rig(loop)
+    r.machine.client_data(UPGRADE)
+    r.machine.replica_data(switch)
+    assert r.client().startswith(b"HTTP/1.1 502 ") and r.outcomes() == ["BAD_HEAD"]
+    assert r.server.tunnels == 0
+
+
+def test_a_non_101_answer_to_an_upgrade_is_an_ordinary_response(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    r = rig(loop)
+    r.machine.client_data(UPGRADE + GET)  # a request pipelined behind it is a request again
+    r.machine.replica_data(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n")
+    assert r.client().startswith(b"HTTP/1.1 426 ") and r.outcomes() == ["OK"]
+    assert r.machine.state_name() == "REQ_DONE/RESP_HEAD"  # the GET behind it went out
+    r.machine.replica_data(OK_RESPONSE)
+    assert r.client().endswith(OK_RESPONSE) and r.outcomes() == ["OK", "OK"]
+    assert r.server.tunnels == 0 and not r.port.closed
+
+
+def test_a_client_that_half_closed_before_the_101_gets_it_then_the_close(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    r = rig(loop)
+    r.machine.client_data(UPGRADE + b"last")
+    assert r.machine.client_eof() is True  # its answer is awaited
+    r.machine.replica_data(SWITCH)
+    assert r.client() == SWITCH_OUT and r.replica().endswith(b"last")
+    assert r.outcomes() == ["TUNNEL_CLIENT"] and r.port.closed
 
 
 # ------------------------------------------------------------------- bounded loads

@@ -147,9 +147,9 @@ def test_own_descriptor_exhaustion_is_not_a_replica_failure(start_fastlb: StartF
 
 
 def test_no_replica_503_keeps_the_pipelined_requests(start_fastlb: StartFastlb) -> None:
-    # With no replica in the table, each request gets a 503 at once; the requests pipelined
-    # behind the first must be answered too (they were dropped, and the connection hung until
-    # idle_timeout).
+    # With no replica up, each request gets a 503 at once; the requests pipelined behind the
+    # first must be answered too (they were dropped, and the connection hung until
+    # idle_timeout). The replica stays in the table (health is read at the pick), down.
     name = f"nr{uuid.uuid4().hex[:6]}"
     health = "interval = 0.2\ntimeout = 0.1\nfall = 1\nreplace_after = 60.0\n"
     lb = start_fastlb(local_config([name], health=health))
@@ -157,9 +157,9 @@ def test_no_replica_503_keeps_the_pipelined_requests(start_fastlb: StartFastlb) 
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
     wait_for(
-        lambda: metric(lb.port, "fastlb_table_share", replica=name) == 0.0,
+        lambda: metric(lb.port, "fastlb_replica_up", replica=name) == 0.0,
         10.0,
-        "the stopped replica out of the table",
+        "the stopped replica down",
     )
     with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as sock:
         sock.sendall(GET * 3)

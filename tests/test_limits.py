@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fastlb.build import build_table
+from fastlb.build import build_table, table_info
 from fastlb.config import Config, ConfigError, RoutingConfig, parse
 from fastlb.control.api import ControlError
 from fastlb.control.cluster import Cluster
@@ -315,7 +315,7 @@ MEMBERS = [("a", 1), ("b", 2), ("c", 1)]
 @pytest.mark.parametrize("kind", TABLE_KINDS)
 def test_every_table_kind_the_file_takes_is_built(kind: str) -> None:
     table = build_table(parse(f'[routing]\ntable = "{kind}"\n').routing, MEMBERS)
-    assert isinstance(table, MaglevTable if kind == "maglev" else ClassicRing)
+    assert table_info(table)[0] == kind
     assert table.names == ("a", "b", "c")
 
 

@@ -79,13 +79,35 @@ def test_framing(raw: bytes, head_request: bool, length: int, keep: bool) -> Non
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\nContent-Length: 0\r\n\r\n",
         b"RTSP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        # A 101 is relayed only as a switch to websocket, the one upgrade fastlb forwards.
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket, h2c\r\nConnection: upgrade\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        b"HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+        b"Content-Length: 3\r\n\r\n",
     ],
 )
 def test_garbage_is_a_502(raw: bytes) -> None:
     with pytest.raises(HttpError) as info:
         parse_response_head(raw, False, True, True)
     assert info.value.status == 502
+
+
+def test_a_101_to_websocket_goes_out_with_only_the_switchs_hop_by_hop_fields() -> None:
+    raw = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: Upgrade, X-Hop\r\n"
+        b"X-Hop: 1\r\nKeep-Alive: timeout=5\r\nSec-WebSocket-Accept: abc=\r\n\r\n"
+    )
+    assert parse_response_head(raw, False, True, True) == (
+        101,
+        0,
+        False,
+        b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: abc=\r\n"
+        b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    assert ResponseReader().read(raw + b"\x81\x00", len(raw), False, True, True)[0] == 101
 
 
 _FIELDS = st.sampled_from(

@@ -47,3 +47,18 @@ def test_forwarding_off_keeps_client_forwarded_headers() -> None:
     raw = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\nConnection: close\r\n\r\n"
     out = request_head_out(parse(raw), b"10.1.2.3", False, XFF)
     assert out == b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\n\r\n"
+
+
+def test_a_tls_connection_forwards_https_on_every_path() -> None:
+    """X-Forwarded-Proto is the connection's scheme, on the fast path and on the rewriting
+    path that extends a client's X-Forwarded-For (which once wrote "http" whatever the
+    connection), and a client's own X-Forwarded-Proto never passes."""
+    xff = forwarded_lines("10.1.2.3", "https")
+    fast = request_head_out(parse(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"), b"10.1.2.3", True, xff)
+    assert fast.endswith(b"X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\n\r\n")
+    raw = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: http\r\n\r\n"
+    out = request_head_out(parse(raw), b"10.1.2.3", True, xff)
+    assert out == (
+        b"GET / HTTP/1.1\r\nHost: h\r\n"
+        b"X-Forwarded-For: 1.1.1.1, 10.1.2.3\r\nX-Forwarded-Proto: https\r\n\r\n"
+    )

@@ -72,8 +72,9 @@ def test_check_members_sorts_and_validates() -> None:
         RoutingConfig(maglev_size=1009),
         RoutingConfig(table="classic"),
         RoutingConfig(table="classic", classic_probe="quadratic", classic_hash="fnv1a"),
+        RoutingConfig(table="ketama"),
     ],
-    ids=["maglev", "classic", "classic-quadratic-fnv1a"],
+    ids=["maglev", "classic", "classic-quadratic-fnv1a", "ketama"],
 )
 @settings(derandomize=True, deadline=None, max_examples=40)
 @given(
@@ -104,12 +105,17 @@ def test_both_tables_keep_the_contract(
     # Rebuilding from the same members in another order gives the same answers.
     again = build_table(routing, members[::-1])
     assert [again.lookup(key) for key in keys] == [table.lookup(key) for key in keys]
+    assert again.fingerprint() == table.fingerprint()
 
 
 @pytest.mark.parametrize(
     "routing",
-    [RoutingConfig(), RoutingConfig(table="classic", classic_probe="quadratic")],
-    ids=["maglev", "classic"],
+    [
+        RoutingConfig(),
+        RoutingConfig(table="classic", classic_probe="quadratic"),
+        RoutingConfig(table="ketama", labels=(("Server1", "127.0.0.1:8001"),)),
+    ],
+    ids=["maglev", "classic", "ketama"],
 )
 def test_tables_travel_between_processes(routing: RoutingConfig) -> None:
     # The wiring builds a table in a worker process and gets it back pickled.
@@ -121,3 +127,4 @@ def test_tables_travel_between_processes(routing: RoutingConfig) -> None:
     keys = [b"123456", b"/home", b"10.0.0.1"]
     assert [shipped.lookup(k) for k in keys] == [table.lookup(k) for k in keys]
     assert shipped.shares() == table.shares()
+    assert shipped.fingerprint() == table.fingerprint()

@@ -51,6 +51,11 @@ class ClusterControl(Protocol):
         """Share of the routing table per replica in it."""
         ...
 
+    def table_info(self) -> tuple[str, str] | None:
+        """(kind, fingerprint) of the routing table in place (None when there is none): equal
+        fingerprints on two balancers mean they send every key to the same replica."""
+        ...
+
     async def add(self, names: list[str]) -> None:
         """Start replicas with these names; returns once they answer /heartbeat and are in the
         table. A name in use or invalid, or going over max_replicas: ControlError."""

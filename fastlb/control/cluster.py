@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fastlb.build import table_info
 from fastlb.config import Config, HealthConfig
 from fastlb.control.api import ControlError, EventInfo, ReplicaInfo
 from fastlb.control.healer import Healer
@@ -84,8 +85,9 @@ class Cluster:
         )
         #: Called with (old, new) by every reload, before replicas are added or removed: the
         #: parts outside the cluster that hold configuration (the admin routes, the admin
-        #: listener) take theirs there. They must not raise.
-        self.on_reload: list[Callable[[Config, Config], None]] = []
+        #: listener, the TLS certificate) take theirs there. They must not raise: one that
+        #: could not take the new settings returns why, and the reload's summary says so.
+        self.on_reload: list[Callable[[Config, Config], str | None]] = []
 
     # Narrow views for the observers (metrics, status page) and the tests.
     @property
@@ -298,6 +300,10 @@ class Cluster:
         route = self.server.route if self.server is not None else None
         return route.table.shares() if route is not None else {}
 
+    def table_info(self) -> tuple[str, str] | None:
+        route = self.server.route if self.server is not None else None
+        return table_info(route.table) if route is not None else None
+
     def check_new_names(self, names: list[str]) -> None:
         """ControlError unless every name is valid, unused and the total stays allowed, and,
         where the engine names replicas itself (Swarm slots), the names it will give."""
@@ -494,8 +500,7 @@ class Cluster:
         if self.server is not None:
             self.server.reconfigure(config.proxy, config.routing.key)
             self.server.balance_factor = config.routing.balance_factor
-        for hook in self.on_reload:
-            hook(old, config)
+        problems = [p for p in (hook(old, config) for hook in self.on_reload) if p]
         for member in self.members.values():
             member.weight = self._weights.get(member.name, 1)
             member.health.rise, member.health.fall = config.health.rise, config.health.fall
@@ -509,5 +514,7 @@ class Cluster:
         summary = f"reloaded {config.source}: {len(self.members)} replicas"
         if plan.add or plan.remove:
             summary += f" (+{len(plan.add)} -{len(plan.remove)})"
+        for problem in problems:
+            summary += f"; {problem}"
         self.events.add("reloaded", "-", summary)
         return summary

@@ -415,7 +415,7 @@ async def _run(cmd: Command, cluster: ClusterControl) -> str:
             row = [r for r in cluster.replicas() if r.name == name]
             return _replica_table(row) + "\n\n" + _event_lines(events)
         case ShowTable():
-            return _share_table(cluster.table_shares())
+            return _share_table(cluster.table_shares(), cluster.table_info())
         case AddReplicas(names):
             await cluster.add(list(names))
             return f"ok: added {', '.join(names)}"
@@ -483,9 +483,15 @@ def _event_lines(events: Sequence[EventInfo]) -> str:
     return "\n".join(lines)
 
 
-def _share_table(shares: dict[str, float]) -> str:
+def _share_table(shares: dict[str, float], info: tuple[str, str] | None) -> str:
+    """The shares, then the table's kind and fingerprint on a line of their own (compare it
+    across balancers: equal fingerprints route every key alike)."""
     rows = [(name, _percent(shares[name])) for name in sorted(shares)]
-    return _columns(("NAME", "SHARE"), rows, numeric=1)
+    out = _columns(("NAME", "SHARE"), rows, numeric=1)
+    if info is None:
+        return out + "\ntable: none (no replica is in the table)"
+    kind, fingerprint = info
+    return f"{out}\ntable: {kind}, fingerprint {fingerprint}"
 
 
 def _columns(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], numeric: int) -> str:

@@ -4,7 +4,9 @@ Two channels, for two speeds (Pingora's model):
 - `mark()`: each member's `Upstream.up`, read when a request picks it. Set at once, in the
   event that changed it (a death, a failed heartbeat, a drain): no table, no task hop;
 - `publish()`: the route itself, changed only as the route plan says (fastlb.control.routeplan):
-  a table rebuilt off the loop when names or weights change, the upstreams swapped when a
+  a table rebuilt off the loop when names or weights change, or when a reload changed what
+  tables are built with (`fastlb.build.table_inputs`: the kind, its parameters, ketama's
+  labels), the upstreams swapped when a
   replica is replaced under its own name, nothing otherwise.
 """
 
@@ -14,6 +16,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fastlb.build import table_inputs
 from fastlb.control.members import Member
 from fastlb.control.routeplan import CLEAR, REBUILD, SWAP, Membership, plan_route
 from fastlb.control.tables import TableBuilder
@@ -40,8 +43,10 @@ class Publisher:
         self._lock = asyncio.Lock()
         self._wanted = 0
         self._done = 0
-        #: The membership the table in place was built from (None: no route).
+        #: The membership the table in place was built from (None: no route), and what of
+        #: the routing config it was built with (a reload may change that alone).
         self._membership: Membership | None = None
+        self._inputs: tuple[object, ...] = ()
 
     @property
     def route(self) -> Route[Upstream] | None:
@@ -70,6 +75,7 @@ class Publisher:
             return None
         self.builds += 1
         self._membership = plan.members
+        self._inputs = table_inputs(self.tables.routing)
         return Route.build(self.tables.build_now(plan.members), plan.upstreams)
 
     async def publish(self) -> None:
@@ -84,11 +90,15 @@ class Publisher:
             generation = self._wanted
             self.mark()
             current = self.route
-            plan = plan_route(self._membership, current, self._in_table())
+            routing = self.tables.routing
+            inputs = table_inputs(routing)
+            built = self._membership if inputs == self._inputs else None
+            plan = plan_route(built, current, self._in_table())
             route = current
             if plan.action == REBUILD:
-                table = await self.tables.build(plan.members)
+                table = await self.tables.build(plan.members, routing)
                 self.builds += 1
+                self._inputs = inputs
                 # Built from the members as they were when asked; one that left meanwhile is
                 # still listed, down, until the next publish (queued by whatever removed it).
                 route = Route.build(table, plan.upstreams)

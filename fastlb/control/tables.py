@@ -58,14 +58,19 @@ class TableBuilder:
     def build_now(self, members: Sequence[tuple[str, int]]) -> Table:
         return build_table(self.routing, members)
 
-    async def build(self, members: Sequence[tuple[str, int]]) -> Table:
+    async def build(
+        self, members: Sequence[tuple[str, int]], routing: RoutingConfig | None = None
+    ) -> Table:
+        """The table for `members`, built in the worker with `routing` (the current
+        `self.routing` unless given: a caller that must know which one was used passes it)."""
+        routing = self.routing if routing is None else routing
         async with self._lock:
             worker = self._worker
             if worker is None or worker.returncode is not None:
                 worker = self._worker = await self._start()
             assert worker.stdin is not None and worker.stdout is not None
             try:
-                worker.stdin.write(frame((self.routing, list(members))))
+                worker.stdin.write(frame((routing, list(members))))
                 await worker.stdin.drain()
                 size = int.from_bytes(await worker.stdout.readexactly(LENGTH_BYTES), "big")
                 ok, value = pickle.loads(await worker.stdout.readexactly(size))
@@ -97,6 +102,11 @@ class TableBuilder:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
+            # Out of the terminal's process group: Ctrl-C is fastlb's to handle, and reached
+            # the worker blocked in its read as a KeyboardInterrupt traceback. It ends when
+            # its input does, or with fastlb (die_with_parent). A session of its own, as
+            # uvloop takes no process_group (setsid makes a group too).
+            start_new_session=True,
         )
 
     def _kill(self) -> None:

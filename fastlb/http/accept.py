@@ -61,6 +61,12 @@ Transfer-Encoding or Host                                  header never removes 
                                                            routes a message (rewrite.py)
 chunked body lines                     RFC 9112 §7.1       validated before forwarding,
                                                            re-encoded (framing.py)
+Connection: upgrade + Upgrade:         RFC 6455 §4.1,      forwarded with exactly those two
+websocket on a GET in HTTP/1.1         RFC 9110 §7.8       fields (a 101 makes a tunnel)
+that upgrade request with a body       RFC 6455 §4.1       400 (its bytes would be read two
+                                                           ways once the tunnel opens)
+any other Upgrade (h2c, websocket on   RFC 9110 §7.8       dropped with Connection (h2c is a
+a POST or in HTTP/1.0)                                     smuggling vector)
 =====================================  ==================  ===================================
 
 The functions here are the slow, exhaustive reading: `check_head` runs the whole head

@@ -90,6 +90,7 @@ class RequestHead:
         "raw",
         "rewrite",
         "target",
+        "upgrade",
     )
 
     def __init__(
@@ -102,6 +103,7 @@ class RequestHead:
         length: int,
         rewrite: bool,
         key_value: bytes | None,
+        upgrade: bool = False,
     ) -> None:
         self.raw = raw
         self.method = method
@@ -113,6 +115,10 @@ class RequestHead:
         self.rewrite = rewrite
         #: The value of the header the routing key reads, if the request carries it.
         self.key_value = key_value
+        #: The request asks for a WebSocket tunnel (`websocket_upgrade`): forwarded with
+        #: `Connection: upgrade` and `Upgrade: websocket`, and a 101 answer makes the
+        #: connection a byte tunnel. Set only on the slow (notable-field) path.
+        self.upgrade = upgrade
 
     @property
     def path(self) -> bytes:
@@ -237,6 +243,7 @@ def _notable(
     content_length: list[bytes] = []
     transfer_encoding: list[bytes] = []
     connection: list[bytes] = []
+    upgrade: list[bytes] = []
     expect: list[bytes] = []
     rewrite = new_host is not None
     for name, value in _NOTABLE_FIELDS.findall(raw):
@@ -251,12 +258,37 @@ def _notable(
             rewrite = True
             if name == b"connection":
                 connection.append(value)
+            elif name == b"upgrade":
+                upgrade.append(value)
     length = body_length(content_length, transfer_encoding, http11)
+    tunnel = bool(upgrade) and websocket_upgrade(method, http11, connection, upgrade)
+    if tunnel and length != 0:
+        # The bytes after the head are the tunnel's once the replica answers 101: a body
+        # there could be read as body by one hop and as WebSocket frames by the other.
+        raise HttpError(400, "a WebSocket upgrade request with a body (RFC 6455 §4.1)")
     drop_expect = bool(expect) and expect_drops(expect, http11)
     if new_host is not None or drop_expect:
         raw = normalise(raw, method, target, http11, new_host, drop_expect)
     keep_alive = wants_keep_alive(connection, http11)
-    return RequestHead(raw, method, target, http11, keep_alive, length, rewrite, key_value)
+    return RequestHead(
+        raw, method, target, http11, keep_alive, length, rewrite, key_value, tunnel
+    )
+
+
+def websocket_upgrade(
+    method: bytes, http11: bool, connection: list[bytes], upgrade: list[bytes]
+) -> bool:
+    """Whether a request asks to become a WebSocket tunnel: `Connection` has the `upgrade`
+    token (RFC 9110 §7.6.1, tokens without case) and `Upgrade` offers `websocket` (RFC 9110
+    §7.8, RFC 6455 §4.1), on a GET in HTTP/1.1 (RFC 6455 §4.1; RFC 9110 §7.8: Upgrade in
+    HTTP/1.0 is ignored). Every other Upgrade (h2c above all: a request smuggled past the
+    proxy inside an HTTP/2 connection the replica opens) is dropped as any hop-by-hop field."""
+    return (
+        http11
+        and method == b"GET"
+        and b"upgrade" in comma_tokens(connection)
+        and b"websocket" in comma_tokens(upgrade)
+    )
 
 
 def key_field_needle(name: bytes) -> bytes:

@@ -59,8 +59,9 @@ class HttptoolsHeadParser(HeadParser):
                 self._llhttp.feed_data(raw)
             except httptools.HttpParserUpgrade:
                 # CONNECT or an Upgrade field: the head is complete and valid. llhttp stops
-                # there, so it is replaced. `read_request_head` refuses CONNECT, and the
-                # rewrite drops Upgrade (hop-by-hop), so the replica sees plain HTTP.
+                # there, so it is replaced. `read_request_head` refuses CONNECT and flags a
+                # WebSocket upgrade (the one forwarded); the rewrite drops any other Upgrade
+                # (hop-by-hop), so for those the replica sees plain HTTP.
                 return read_request_head(raw, self._key_field, self._max_fields)
             except httptools.HttpParserError:
                 return self._refused(raw)

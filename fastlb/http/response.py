@@ -18,6 +18,10 @@ once per response and unpacked at once.
 - keep_alive: whether the replica lets fastlb reuse its connection after this response.
 - out: the head to send to the client, or None when it is the head as received, which the
   caller then relays without copying it.
+
+A `101 Switching Protocols` (llhttp stops at it: HttpParserUpgrade, the head validated whole)
+is read by `_switch_head`: only a switch to `websocket` is one fastlb can relay, since that is
+the only upgrade it forwards (the relay machine also checks the request asked for it).
 """
 
 from __future__ import annotations
@@ -78,8 +82,12 @@ def parse_response_head(
     try:
         parser.feed_data(head)
     except HttpParserUpgrade:
+        if parser.get_status_code() == 101 and head.startswith(b"HTTP/1.1 "):
+            return _switch_head(head)
         raise _bad("a protocol switch fastlb did not ask for") from None
     except HttpParserError as exc:
+        if parser.get_status_code() == 101:  # llhttp's "Pause on CONNECT/Upgrade"
+            raise _bad("a 101 without Upgrade") from None
         raise _bad(str(exc)) from None
     status = parser.get_status_code()
     if status < 100 or not head.startswith(b"HTTP/1."):  # llhttp also speaks RTSP and ICE
@@ -241,3 +249,38 @@ def _parse_general(
     if own:
         out = out[:-2] + b"Connection: " + own + b"\r\n\r\n"
     return status, length, keep_alive, out
+
+
+#: What a 101 to the client says of the switch: exactly the fields RFC 6455 §4.2.2 asks for.
+_SWITCH_LINES: Final = b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+
+
+def _switch_head(head: bytes) -> ResponseHead:
+    """A 101 head llhttp accepted: (101, 0, False, out) if it switches to WebSocket (Upgrade
+    `websocket`, Connection with `upgrade`: RFC 6455 §4.2.2, RFC 9110 §7.8), else HttpError(502).
+    A 101 carries no body (RFC 9110 §15.2): framing fields in one are refused, not guessed at.
+    Sent on without its hop-by-hop fields, with `_SWITCH_LINES` in their place."""
+    connection: list[bytes] = []
+    upgrade: list[bytes] = []
+    for name, value in _NOTABLE.findall(head):
+        name = name.lower()
+        if name == b"connection":
+            connection.append(value)
+        elif name == b"upgrade":
+            upgrade.append(value)
+        elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            raise _bad("a 101 with a body")
+    if b"upgrade" not in comma_tokens(connection):
+        raise _bad("a 101 without Connection: upgrade")
+    if comma_tokens(upgrade) != {b"websocket"}:
+        shown = b", ".join(upgrade)[:60]
+        raise _bad(f"a 101 to {shown!r}, not to the websocket fastlb asked for")
+    out = _HOP_LINES.sub(b"", head)
+    named = comma_tokens(connection) - _PLAIN_TOKENS - {b"upgrade"}
+    if named:
+        # Connection names further fields as hop-by-hop: drop those too (rare).
+        drop = re.compile(
+            rb"\r\n(?:" + b"|".join(re.escape(t) for t in named) + rb"):[^\r\n]*(?=\r\n)", re.I
+        )
+        out = drop.sub(b"", out)
+    return 101, 0, False, out[:-2] + _SWITCH_LINES

@@ -4,7 +4,10 @@ The common request (no hop-by-hop header, no X-Forwarded-* of its own) is forwar
 with the X-Forwarded-* lines spliced in before the blank line: one concatenation. Anything else
 takes the line-by-line path, which drops hop-by-hop headers (and those the Connection header
 names, RFC 9110 §7.6.1, except those that frame or route the message: `KEPT`) and extends
-X-Forwarded-For rather than trusting a client's X-Forwarded-Proto.
+X-Forwarded-For rather than trusting a client's X-Forwarded-Proto. A WebSocket upgrade request
+(`RequestHead.upgrade`) keeps exactly `Connection: upgrade` and `Upgrade: websocket`, written
+anew after the others are dropped: no other protocol an Upgrade listed (h2c) and no other
+Connection option reaches the replica. The Sec-WebSocket-* fields are end-to-end, kept as any.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ def forwarded_lines(client_ip: str, proto: str = "http") -> bytes:
 
 
 def request_head_out(head: RequestHead, client_ip: bytes, forwarded: bool, xff: bytes) -> bytes:
-    """The head to send to the replica. `xff` is `forwarded_lines(client_ip)`."""
+    """The head to send to the replica. `xff` is `forwarded_lines(client_ip, scheme)`."""
     raw = head.raw
     if not head.rewrite:
         return raw[:-2] + xff + b"\r\n" if forwarded else raw
-    return rewrite_head(raw, forwarded, client_ip, xff)
+    return rewrite_head(raw, forwarded, client_ip, xff, head.upgrade)
 
 
 #: What the Connection header can never remove (RFC 9110 §7.6.1): the fields that frame or
@@ -42,8 +45,15 @@ def _connection_tokens(lines: list[bytes]) -> set[bytes]:
     return comma_tokens(values) - KEPT
 
 
-def rewrite_head(raw: bytes, forwarded: bool, client_ip: bytes, xff: bytes) -> bytes:
-    """Drop hop-by-hop fields and set X-Forwarded-*; the request/status line is kept as is."""
+#: The hop-by-hop fields a WebSocket upgrade request is forwarded with (RFC 6455 §4.1).
+UPGRADE_LINES: Final = b"Connection: upgrade\r\nUpgrade: websocket\r\n"
+
+
+def rewrite_head(
+    raw: bytes, forwarded: bool, client_ip: bytes, xff: bytes, upgrade: bool = False
+) -> bytes:
+    """Drop hop-by-hop fields and set X-Forwarded-*; the request/status line is kept as is.
+    With `upgrade`, the head asks the replica for the WebSocket upgrade (`UPGRADE_LINES`)."""
     lines = raw[:-4].split(b"\r\n")
     drop = HOP_BY_HOP | _connection_tokens(lines[1:])
     if forwarded:
@@ -64,10 +74,13 @@ def rewrite_head(raw: bytes, forwarded: bool, client_ip: bytes, xff: bytes) -> b
             out.append(line)
     out.append(b"")
     head = b"\r\n".join(out)
+    if upgrade:
+        head += UPGRADE_LINES
     if forwarded:
         if prior_xff:
             chain = b", ".join([*prior_xff, client_ip])
-            head += b"X-Forwarded-For: " + chain + b"\r\nX-Forwarded-Proto: http\r\n"
+            # xff's second line is this connection's X-Forwarded-Proto (http or https).
+            head += b"X-Forwarded-For: " + chain + b"\r\n" + xff.partition(b"\r\n")[2]
         else:
             head += xff
     return head + b"\r\n"

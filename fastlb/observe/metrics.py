@@ -174,6 +174,26 @@ class FastlbCollector(Collector):
             value=sum(s.retries for s in servers),
         )
 
+        yield GaugeMetricFamily(
+            "fastlb_tunnels_open",
+            "WebSocket tunnels open now (requests the replica upgraded with a 101, relayed as "
+            "bytes both ways until either side closes).",
+            value=sum(s.tunnels_open for s in servers),
+        )
+        yield CounterMetricFamily(
+            "fastlb_tunnels",
+            "WebSocket tunnels opened (101 responses relayed).",
+            value=sum(s.tunnels for s in servers),
+        )
+        tunnel_bytes = CounterMetricFamily(
+            "fastlb_tunnel_bytes",
+            "Bytes relayed through WebSocket tunnels, by direction: to_replica (sent by "
+            "clients) and to_client (sent by replicas).",
+            labels=["direction"],
+        )
+        tunnel_bytes.add_metric(["to_replica"], sum(s.tunnel_bytes_up for s in servers))
+        tunnel_bytes.add_metric(["to_client"], sum(s.tunnel_bytes_down for s in servers))
+        yield tunnel_bytes
         yield CounterMetricFamily(
             "fastlb_bounded_load_passes",
             "Requests sent to another candidate because their key's replica was at its bounded "
@@ -191,6 +211,18 @@ class FastlbCollector(Collector):
         for member in members:
             share.add_metric([member.name], shares.get(member.name, 0.0))
         yield share
+
+        table = GaugeMetricFamily(
+            "fastlb_table_info",
+            "The routing table in place: its kind and fingerprint (a hash of its content). "
+            "Balancers with the same fingerprint send every key to the same replica. No "
+            "series while no replica is in the table.",
+            labels=["kind", "fingerprint"],
+        )
+        info = cluster.table_info()
+        if info is not None:
+            table.add_metric(list(info), 1)
+        yield table
 
         backend = GaugeMetricFamily(
             "fastlb_backend_connections",
@@ -240,6 +272,15 @@ class FastlbCollector(Collector):
             value=sum(s.accept_errors for s in servers),
         )
 
+        yield CounterMetricFamily(
+            "fastlb_tls_handshake_failures",
+            "TLS client connections closed before their handshake ended: a failed handshake "
+            "(plain HTTP sent to the HTTPS port, no common protocol version or cipher, a "
+            "client that refused the certificate), one not done within [proxy] "
+            "header_timeout, or a client that left during it. 0 on a plain listener.",
+            value=sum(s.tls_handshake_failures for s in servers),
+        )
+
         yield GaugeMetricFamily(
             "fastlb_max_connections",
             "The client connections the data port holds at most: [proxy] max_connections, or "
@@ -283,8 +324,9 @@ class FastlbCollector(Collector):
 
         yield CounterMetricFamily(
             "fastlb_table_builds",
-            "Routing tables built: at start and when replica names or weights change, never "
-            "for a health change (health is read when a request picks a replica).",
+            "Routing tables built: at start, when replica names or weights change and when a "
+            "reload changes the table's kind or parameters; never for a health change (health "
+            "is read when a request picks a replica).",
             value=cluster.table_builds,
         )
 

@@ -297,6 +297,10 @@ class StatusPage:
             p50_all = quantile(0.5, bounds, tuple(summed))
             p99_all = quantile(0.99, bounds, tuple(summed))
             buckets = list(bounds)
+        in_place = cluster.table_info()
+        kind, fingerprint = (
+            in_place if in_place is not None else (cluster.config.routing.table, None)
+        )
         events = [
             {"at": round(e.at, 3), "kind": e.kind, "replica": e.replica, "detail": e.detail}
             for e in reversed(list(cluster.events)[-EVENTS:])
@@ -322,7 +326,9 @@ class StatusPage:
                 "p99_ms": _ms(p99_all),
                 "in_flight": in_flight,
                 "restarts": cluster.restarts_total,
-                "table": cluster.config.routing.table,
+                "table": kind,
+                # Equal on two balancers exactly when they route every key alike.
+                "table_fingerprint": fingerprint,
             },
         }
 

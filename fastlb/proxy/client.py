@@ -90,7 +90,7 @@ class ClientConnection(Port):
         ip = peer[0] if peer else ""
         exchange = self.exchange
         exchange.ip = ip.encode("latin-1")
-        exchange.xff = forwarded_lines(ip)
+        exchange.xff = forwarded_lines(ip, server.scheme)  # "https" on a TLS listener
         # HAProxy's `timeout http-request`: the first head must come within header_timeout.
         self.deadline = monotonic() + server.header_timeout
         server.client_made(self)
@@ -99,7 +99,15 @@ class ClientConnection(Port):
         self.exchange.client_data(data)
 
     def eof_received(self) -> bool:
-        return self.exchange.client_eof()
+        keep = self.exchange.client_eof()
+        if self.server.tls is None:
+            return keep
+        # A close_notify: asyncio's TLS has no half-close, it shuts the connection down
+        # whatever this returns (and warns per connection if asked to keep it). What the
+        # replica still sends could not be delivered (uvloop warns at each such write), so
+        # the replica is not read until connection_lost ends the exchange.
+        self.pause_writing()
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -141,6 +149,12 @@ class ClientConnection(Port):
         """fastlb is stopping: close now if idle, else after the current response (uvicorn's
         model: the server asks each connection, it does not read their state)."""
         self.exchange.shutdown()
+
+    def terminate(self) -> None:
+        """The shutdown grace is over: close now (a tunnel through its machine, which logs
+        how it ended)."""
+        if not self.exchange.terminate():
+            self.transport.close()
 
     # ---------------------------------------------------------------- Port, with transports
     def to_client(self, data: bytes) -> None:
@@ -198,6 +212,7 @@ class ClientConnection(Port):
                 backend.upstream.release(backend)
             else:
                 backend.client = None
+                self.out.flush()  # what is queued for it (a tunnel's last bytes) goes first
                 backend.close()
 
     def pause(self, reason: int) -> None:

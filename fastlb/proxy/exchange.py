@@ -10,10 +10,11 @@ tests/test_exchange.py drives the machine through `Recorder` with no socket at a
 
 The machine is fed by the shell (client side: `client_data`, `client_eof`, `client_lost`;
 replica side: `replica_data`, `replica_connected`, `connect_failed`, `replica_lost`; and
-`deadline_passed`, `local_done`, `local_failed`, `shutdown`) and acts through a `Port`: send to
-the client or the replica, open or release a replica connection, pause or resume reading the
-client, run an admin handler, close. `Port` is a base class, not a typing.Protocol, for the
-reason fastlb/http/parsers.py gives: compiled by mypyc, a call through it is a direct C call.
+`deadline_passed`, `local_done`, `local_failed`, `shutdown`, `terminate`) and acts through a
+`Port`: send to the client or the replica, open or release a replica connection, pause or
+resume reading the client, run an admin handler, close. `Port` is a base class, not a
+typing.Protocol, for the reason fastlb/http/parsers.py gives: compiled by mypyc, a call
+through it is a direct C call.
 No event object is made per request: the machine calls, it does not return events.
 
 Connection level: one machine per client connection, `req` its cursor; the exchange state below
@@ -24,6 +25,8 @@ is reset in one place (`_reset`) when an exchange ends, never reallocated:
       |  finish, keep         v
       +------------- the exchange (both cursors below) --finish, close--> CLOSED
     IDLE --idle deadline / EOF with nothing buffered / shutdown()--> CLOSED
+    REQ_DONE --101 to a WebSocket upgrade request--> REQ_TUNNEL --either side closes, idle
+        tunnel_timeout, terminate() at the end of the shutdown grace--> CLOSED
 
 Each exchange has a cursor per direction (HAProxy's `struct h1m`: a state, the bytes left, a
 framer), and it finishes cleanly only when both are done (h11's rule for reusing a
@@ -37,11 +40,25 @@ then the connection closes.
                                            (a 1xx head loops in RESP_HEAD; a bodiless or
                                             whole response is done at its head; an admin
                                             route: RESP_LOCAL --answer--> done)
+    REQ_DONE --101--> REQ_TUNNEL           RESP_HEAD --101--> RESP_TUNNEL
+    (the client's bytes go to the replica   (the replica's bytes go to the client raw)
+     raw, `buf` first)
     exchange pauses of the client's reading: P_BACKEND (the replica's socket is full),
     P_PENDING (body bytes wait for a connection); both end with the exchange.
 
     done cleanly (OK) only when req is REQ_DONE and the response is done; every other ending
-    goes through `_finish(outcome)` and the table below.
+    goes through `_finish(outcome)` and the table below; a tunnel's through `_end_tunnel`.
+
+A tunnel (RFC 9110 §7.8, RFC 6455 §4): a request is one when it is a GET in HTTP/1.1 with
+`Connection: upgrade` and `Upgrade: websocket` (`RequestHead.upgrade`, set by the head parser
+on its slow path, so an ordinary request pays nothing) and no body (else 400); it goes out
+with exactly those two hop-by-hop fields (any other Upgrade, h2c included, is dropped as
+before). A 101 to it switches both cursors to *_TUNNEL, and a 101 to any other request is a
+bad response (502). A non-101 answer is an ordinary response. In a tunnel bytes are relayed
+raw both ways, each read resets the idle deadline (`[proxy] tunnel_timeout`), and the shell's
+flow control applies as in any exchange (a full socket pauses reading the other side); when
+either side closes, the other is closed once what was sent to it has left. A tunnel's
+replica connection is never pooled, and its client connection never takes another request.
 
 The outcome table: one row per way an exchange ends other than cleanly, and the failures
 before a response head that are retried instead. "keep*": the connection stays when the
@@ -72,6 +89,10 @@ termination state, in words); an exchange that ended cleanly shows "-".
     CLIENT_ABORT     client-aborted    -                  gone   -              -       -
     LOCAL_FAILED     admin-failed      500                close  -              -       -
     LOCAL_CANCELLED  shutdown          503                close  -              -       -
+    TUNNEL_CLIENT    tunnel-client     (its own close)    close  -              -       -
+    TUNNEL_REPLICA   tunnel-replica    close              close  -              -       -
+    TUNNEL_IDLE      tunnel-idle       close              close  -              -       -
+    TUNNEL_SHUTDOWN  tunnel-shutdown   close              close  -              -       -
 
 CONNECT_FAILED, STALE_REUSED and RESET_RETRY end nothing: nothing of a response arrived, so the
 request is sent again (RESET_RETRY only for an idempotent bodiless request, RFC 9110 §9.2.2);
@@ -80,6 +101,12 @@ a request that may not be sent again. "own": fastlb's own responses by status
 (`ProxyServer.own_responses`), "failures": the replica's `Upstream.failures` (and its status
 count for a 502/504), "refused"/"rejected": the listener's counters. †: a bad chunk in the
 same read as the response head, which has not gone out yet, is answered 502 rather than cut.
+The TUNNEL_* rows end a tunnel: a close by the client (TUNNEL_CLIENT: EOF or a reset) or by
+the replica (TUNNEL_REPLICA) is its normal end, as a WebSocket's close handshake ends in a
+TCP close; TUNNEL_IDLE: no byte either way for tunnel_timeout; TUNNEL_SHUTDOWN: still open
+when SIGTERM's shutdown_timeout ran out. Each is logged with status 101, the bytes the client
+got and the tunnel's whole duration, and counted in the server's tunnel counters
+(`tunnels`, `tunnels_open`, `tunnel_bytes_up`/`_down`), not as a failure.
 """
 
 from __future__ import annotations
@@ -128,6 +155,7 @@ REQ_BODY: Final = 1  # relaying the request body to the replica
 REQ_DONE: Final = 2  # the request is read whole; its response is awaited or relayed
 REQ_LOCAL: Final = 3  # reading the body of a request fastlb answers itself (admin routes)
 CLOSED: Final = 4
+REQ_TUNNEL: Final = 5  # after a 101: the client's bytes go to the replica raw, until a close
 
 # The response cursor.
 RESP_NONE: Final = 0  # no exchange
@@ -138,8 +166,9 @@ RESP_CHUNKED: Final = 4  # relaying a chunked body (`resp_framer` finds its end)
 RESP_CLOSE: Final = 5  # relaying a body that ends when the replica closes
 RESP_DONE: Final = 6  # the response is whole (a bodiless one, at its head)
 RESP_LOCAL: Final = 7  # an admin handler is making the answer
+RESP_TUNNEL: Final = 8  # after a 101: the replica's bytes go to the client raw, until a close
 
-_REQ_NAMES: Final = ("IDLE", "REQ_BODY", "REQ_DONE", "REQ_LOCAL", "CLOSED")
+_REQ_NAMES: Final = ("IDLE", "REQ_BODY", "REQ_DONE", "REQ_LOCAL", "CLOSED", "REQ_TUNNEL")
 _RESP_NAMES: Final = (
     "RESP_NONE",
     "RESP_CONNECTING",
@@ -149,6 +178,7 @@ _RESP_NAMES: Final = (
     "RESP_CLOSE",
     "RESP_DONE",
     "RESP_LOCAL",
+    "RESP_TUNNEL",
 )
 
 # Reasons to pause reading from the client; reading resumes when none is left.
@@ -178,6 +208,10 @@ BODY_STALLED: Final = 17
 CLIENT_ABORT: Final = 18
 LOCAL_FAILED: Final = 19
 LOCAL_CANCELLED: Final = 20
+TUNNEL_CLIENT: Final = 21
+TUNNEL_REPLICA: Final = 22
+TUNNEL_IDLE: Final = 23
+TUNNEL_SHUTDOWN: Final = 24
 
 # The table's columns, indexed by outcome.
 _NO: Final = 0
@@ -214,6 +248,10 @@ OUTCOMES: Final[tuple[tuple[str, bytes, int, bool, int, bool, int], ...]] = (
     ("CLIENT_ABORT", b"client-aborted", 0, False, _NO, False, _C_NONE),
     ("LOCAL_FAILED", b"admin-failed", 500, False, _NO, False, _C_NONE),
     ("LOCAL_CANCELLED", b"shutdown", 503, False, _NO, False, _C_NONE),
+    ("TUNNEL_CLIENT", b"tunnel-client", 0, False, _NO, False, _C_NONE),
+    ("TUNNEL_REPLICA", b"tunnel-replica", 0, False, _NO, False, _C_NONE),
+    ("TUNNEL_IDLE", b"tunnel-idle", 0, False, _NO, False, _C_NONE),
+    ("TUNNEL_SHUTDOWN", b"tunnel-shutdown", 0, False, _NO, False, _C_NONE),
 )
 # The columns as flat tuples: the table read per ending, one index each.
 _CODE: Final = tuple(row[1] for row in OUTCOMES)
@@ -405,6 +443,8 @@ class Exchange:
         "server",
         "t0",
         "tried",
+        "tunnel_down",
+        "tunnel_up",
         "upstream",
         "xff",
     )
@@ -453,6 +493,9 @@ class Exchange:
         self.resp_framer: ChunkedFramer | None = None
         self.resp_keep = False
         self.client_keep = False
+        # A tunnel's bytes so far: client to replica, replica to client (for its log line).
+        self.tunnel_up = 0
+        self.tunnel_down = 0
 
     def state_name(self) -> str:
         """Both cursors, for logs and test messages."""
@@ -477,17 +520,28 @@ class Exchange:
             # order, answered after it (see _local_body).
             self.buf += data
             self._local_body()
+        elif req == REQ_TUNNEL:
+            n = len(data)
+            self.tunnel_up += n
+            self.server.tunnel_bytes_up += n
+            self.port.to_replica(data)
+            self.port.deadline = monotonic() + self.server.tunnel_timeout
 
     def client_eof(self) -> bool:
         """The client half-closed. RFC 9112 §9.6: a client may half-close after its requests
         (nc -N, HTTP/1.0 clients), so EOF means "nothing after what is buffered" (h11's
         rule): every request it completed is answered in order, then the connection closes.
-        Returns whether the connection stays open for that (asyncio's eof_received)."""
+        Returns whether the connection stays open for that (asyncio's eof_received).
+        A tunnel ends: its replica connection is closed once what was sent to it has left."""
         self.eof = True
+        if self.req == REQ_TUNNEL:
+            self._end_tunnel(TUNNEL_CLIENT)
         return self.req == REQ_DONE
 
     def client_lost(self) -> None:
         """The client connection is gone (fastlb closed it, or the client did)."""
+        if self.req == REQ_TUNNEL:
+            self._end_tunnel(TUNNEL_CLIENT)
         if self.req != CLOSED and self.req != IDLE and self.head is not None:
             # The client went away with its exchange unfinished (fastlb had not closed).
             self.req = CLOSED
@@ -503,10 +557,20 @@ class Exchange:
             return True
         return self.req == CLOSED
 
+    def terminate(self) -> bool:
+        """The shutdown grace is over and this connection is still open: a tunnel ends here
+        (True: closed); for anything else the shell closes the transport (False)."""
+        if self.req == REQ_TUNNEL:
+            self._end_tunnel(TUNNEL_SHUTDOWN)
+            return True
+        return False
+
     def deadline_passed(self) -> None:
         """The sweep found `port.deadline` past."""
         req = self.req
-        if req == IDLE:
+        if req == REQ_TUNNEL:
+            self._end_tunnel(TUNNEL_IDLE)  # no byte either way for tunnel_timeout
+        elif req == IDLE:
             if self.buf:
                 self._finish(TIMEOUT, "request headers not received in time")
             else:
@@ -541,6 +605,13 @@ class Exchange:
                 data = self.resp_buf + data
                 self.resp_buf = b""
             self._response_start(data)
+            return
+        if resp == RESP_TUNNEL:
+            n = len(data)
+            self.tunnel_down += n
+            self.server.tunnel_bytes_down += n
+            self.port.to_client(data)
+            self.port.deadline = monotonic() + self.server.tunnel_timeout
             return
         self._response_body(data, 0, None)
 
@@ -602,6 +673,8 @@ class Exchange:
                 # nothing listening any more): the replica is dying or gone. Nothing of the
                 # response arrived, so the request goes to the next candidate.
                 self._replica_failed(RESET_RETRY, "")
+        elif resp == RESP_TUNNEL:
+            self._end_tunnel(TUNNEL_REPLICA)
         elif resp != RESP_NONE:
             self._finish(CUT, "replica closed the connection mid-response")
 
@@ -961,6 +1034,9 @@ class Exchange:
                 return
             if status >= 200:
                 break
+            if status == 101:
+                self._switch(data, end, out)
+                return
             # An interim 1xx response: relay it, the final response follows.
             self.port.to_client(data[:end] if out is None else out)
             start = end
@@ -1082,6 +1158,76 @@ class Exchange:
             self.tried = None
         self.resp_framer = None
         self._next_request(now)
+
+    # ------------------------------------------------------------------ tunnels
+    def _switch(self, data: bytes, end: int, out: bytes | None) -> None:
+        """The replica answered 101 (`data[:end]`, relayed as `out`): if the request asked for
+        the WebSocket upgrade, the connection becomes a tunnel (REQ_TUNNEL/RESP_TUNNEL) that
+        relays bytes raw both ways until either side closes or it idles for tunnel_timeout;
+        any other 101 is a replica out of step (502, BAD_HEAD). What came after the head in
+        this read is the replica's first tunnel bytes; what the client sent after its request
+        head (held in `buf`) its first ones.
+
+        Backpressure needs nothing new: the shell already pauses reading the replica while the
+        client's socket is full (ClientConnection.pause_writing) and reading the client while
+        the replica's is (P_BACKEND), in a tunnel as in any exchange. The exchange stays in
+        its upstream's in-flight count until the tunnel ends (a drain waits for it, up to
+        drain_timeout); its duration is counted at the switch, so hour-long tunnels do not
+        fill the latency histogram's last bucket."""
+        head = self.head
+        upstream = self.upstream
+        assert head is not None and upstream is not None
+        if not head.upgrade:
+            self._finish(BAD_HEAD, "replica switched protocols (101) unasked")
+            return
+        server = self.server
+        upstream.status_counts[101] += 1
+        elapsed = monotonic() - self.t0
+        upstream.duration_sum += elapsed
+        scan = upstream.duration_scan
+        bucket = 0
+        while elapsed > scan[bucket]:
+            bucket += 1
+        upstream.duration_counts[bucket] += 1
+        server.tunnels += 1
+        server.tunnels_open += 1
+        self.req = REQ_TUNNEL
+        self.resp = RESP_TUNNEL
+        self.resp_status = 101
+        self.tunnel_up = self.tunnel_down = 0
+        port = self.port
+        port.deadline = monotonic() + server.tunnel_timeout
+        port.to_client(data[:end] if out is None else out)
+        if end < len(data):
+            self.tunnel_down = n = len(data) - end
+            server.tunnel_bytes_down += n
+            port.to_client(data[end:])
+        buf = self.buf
+        if buf:
+            self.buf = b""
+            self.tunnel_up = n = len(buf)
+            server.tunnel_bytes_up += n
+            port.to_replica(buf)
+        if port.pauses & P_PIPELINE:
+            port.resume(P_PIPELINE)  # those bytes are the tunnel's now, and have gone on
+        if self.eof:
+            self._end_tunnel(TUNNEL_CLIENT)  # it half-closed while the switch was coming
+
+    def _end_tunnel(self, outcome: int) -> None:
+        """A tunnel ends (a TUNNEL_* row of the table): counted, logged (status 101, the bytes
+        the client got, the whole duration), its replica connection closed and never pooled,
+        the client connection closed, never reused; each after what was sent to it has left
+        (the outbox is flushed first, and a transport's close sends its buffer)."""
+        server = self.server
+        server.tunnels_open -= 1
+        upstream = self.upstream
+        if server.access_log is not None:
+            replica = upstream.name.encode() if upstream is not None else b"-"
+            self._log_access(replica, 101, self.tunnel_down, outcome)
+        self._drop_replica()
+        if self.port.traced:
+            self.port.ended(outcome)
+        self._close()
 
     def _next_request(self, now: float) -> None:
         """The exchange is over and the connection stays: read what the client sent since."""
@@ -1235,19 +1381,15 @@ class Exchange:
             self.port.close()
 
     def _log_access(self, replica: bytes, status: int, length: int, outcome: int) -> None:
-        """One access-log line (the format is in fastlb/observe/access.py); `length` is the
-        body's (< 0: chunked, close-delimited or unknown), `status` 0: none was sent."""
+        """One access-log entry: a tuple, formatted later by the log's batch writer
+        (fastlb/observe/access.py); `length` is the body's (< 0: chunked, close-delimited or
+        unknown), `status` 0: none was sent."""
         head = self.head
         access = self.server.access_log
         assert access is not None
-        elapsed = monotonic() - self.t0 if head is not None else 0.0
-        size = b"%d" % length if length >= 0 else b"-"
-        code = b"%d" % status if status else b"-"
-        method, target = (head.method, head.target) if head is not None else (b"-", b"-")
-        access.add(
-            b"%s %s %s %s %s %s %.3f %s\n"
-            % (self.ip, method, target, replica, code, size, elapsed * 1e3, _CODE[outcome])
-        )
+        now = monotonic()
+        elapsed = now - self.t0 if head is not None else 0.0
+        access.add((now, self.ip, head, replica, status, length, elapsed, _CODE[outcome]))
 
     # ------------------------------------------------------------ local (admin) routes
     def _local(self, handler: LocalHandler, head: RequestHead, rest: bytes) -> None:

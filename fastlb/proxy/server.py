@@ -15,6 +15,12 @@ things create_server cannot do:
   closes the listening server for good. Here accepting pauses for ACCEPT_RETRY, the condition
   is logged at most once a second with a count, and accepting resumes by itself.
 
+With [proxy] tls_cert and tls_key, the accepted socket is handed to connect_accepted_socket
+with the listener's `ssl.SSLContext` (fastlb/tls.py) in a branch of its own, the plain path
+untouched: uvloop's TLS protocol does the handshake (bounded by header_timeout) and only then
+makes the ClientConnection, which reads plaintext as on a plain listener. A connection whose
+handshake did not end is counted (`tls_handshake_failures`), never logged above debug.
+
 `max_connections` defaults to what the descriptor limit allows, as HAProxy derives maxconn:
 each client may need one replica connection too, and a reserve stays for what is not a client
 (heartbeats, listeners, the admin socket, logs, the table worker's pipes, each replica's
@@ -30,6 +36,7 @@ import errno
 import logging
 import resource
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +73,10 @@ FD_RESERVE_BASE: Final = 64
 FD_RESERVE_PER_REPLICA: Final = 4
 #: accept() errors that mean "no descriptor or buffer for it now": the connection stays in the
 #: backlog and accepting is retried later. Anything else failed that one connection only.
+#: After a TLS connection is closed, how long its close_notify exchange may take before the
+#: socket is closed anyway (uvloop's default is 30 s: a peer that never answers would hold a
+#: descriptor that long, past max_connections, since a closed client no longer counts).
+TLS_SHUTDOWN_TIMEOUT: Final = 1.0
 _EXHAUSTED: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _SOMAXCONN: Final = Path("/proc/sys/net/core/somaxconn")
 
@@ -117,6 +128,7 @@ class ProxyServer:
         forward: bool = True,
         listen: tuple[str, int] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         # `loop`: for a server made outside a running loop (tests/test_exchange.py drives the
         # relay machine with no loop running; nothing there schedules on it).
@@ -129,6 +141,13 @@ class ProxyServer:
         #: False for an admin-only listener: anything but `local` is a 404.
         self.forward = forward
         self.listen = listen or (config.host, config.port)
+        #: HTTPS on this listener (fastlb/tls.py): the context new connections are served
+        #: with; a reload may swap it for one with a renewed certificate. Whether the listener
+        #: speaks TLS at all is fixed for its life, like its address: `scheme` says which,
+        #: for X-Forwarded-Proto.
+        self.tls = tls
+        self.scheme = "http" if tls is None else "https"
+        self.tls_handshake_failures = 0  # TLS clients that left before the handshake ended
         #: Set while shutting down: each connection closes after its current response.
         self.draining = False
         #: Set when [log] access is on; the data path adds a line per request to it.
@@ -166,6 +185,10 @@ class ProxyServer:
         self.balance_factor = 0.0
         self.over_cap = 0  # picks that passed a replica over for being at its bounded load
         self.own_responses: dict[int, int] = {}  # status -> errors fastlb sent with no replica
+        self.tunnels = 0  # WebSocket tunnels opened (a 101 relayed)
+        self.tunnels_open = 0  # tunnels open now
+        self.tunnel_bytes_up = 0  # tunnel bytes relayed from clients to replicas
+        self.tunnel_bytes_down = 0  # and from replicas to clients
         self._sweeper: asyncio.TimerHandle | None = None
 
     @property
@@ -254,10 +277,24 @@ class ProxyServer:
         loop = self.loop
         self._opening += 1
         client = ClientConnection(self)
+        tls = self.tls
         try:
-            task = loop.create_task(
-                loop.connect_accepted_socket(lambda: cast(asyncio.Protocol, client), conn)
-            )
+            if tls is None:
+                task = loop.create_task(
+                    loop.connect_accepted_socket(lambda: cast(asyncio.Protocol, client), conn)
+                )
+            else:
+                # connection_made runs once the handshake is done; a handshake that has not
+                # ended within header_timeout is aborted by uvloop (the slowloris bound).
+                task = loop.create_task(
+                    loop.connect_accepted_socket(
+                        lambda: cast(asyncio.Protocol, client),
+                        conn,
+                        ssl=tls,
+                        ssl_handshake_timeout=self.header_timeout,
+                        ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+                    )
+                )
         except BaseException:
             self._opening -= 1
             conn.close()
@@ -276,9 +313,15 @@ class ProxyServer:
         # before connection_made, when it is still counted as opening.
         if client.transport is None:
             self._opening -= 1
+            if self.tls is not None:
+                # The TLS handshake failed, timed out, or the client left during it: a scan,
+                # plain HTTP sent to the HTTPS port, an untrusted certificate. Counted, not
+                # logged (a client can cause any number of them).
+                self.tls_handshake_failures += 1
         if not task.cancelled() and task.exception() is not None:
             # uvloop closed the transport; nothing of this connection is left to clean up.
-            log.debug("a client connection failed to set up: %s", task.exception())
+            exc = task.exception()
+            log.debug("a client connection failed to set up: %s", str(exc) or type(exc).__name__)
 
     def _pause_full(self) -> None:
         """At max_connections: stop accepting; clients wait in the backlog until some leave."""
@@ -388,11 +431,17 @@ class ProxyServer:
         self.header_timeout = config.header_timeout
         self.backend_timeout = config.backend_timeout
         self.idle_timeout = config.idle_timeout
+        self.tunnel_timeout = config.tunnel_timeout
         self.high_water = config.high_water
         self.low_water = config.low_water
         if self._sockets:
             self._set_max_connections()  # at once; a paused listener sees it on its next check
-        timeouts = (config.header_timeout, config.backend_timeout, config.idle_timeout)
+        timeouts = (
+            config.header_timeout,
+            config.backend_timeout,
+            config.idle_timeout,
+            config.tunnel_timeout,
+        )
         #: Timeouts are enforced to within this much; a quarter of the shortest keeps them honest.
         self.tick = min(1.0, max(0.05, min(timeouts) / 4))
 
@@ -427,6 +476,8 @@ class ProxyServer:
 
         Idle keep-alive connections close at once; busy ones close after their current
         response (`draining`), so a client that keeps sending cannot hold the shutdown open.
+        A tunnel has no response to end after: it is closed when `grace` is over
+        (TUNNEL_SHUTDOWN), as HAProxy's hard-stop-after closes its tunnels.
         """
         self.stop_accepting()
         self.draining = True
@@ -439,7 +490,7 @@ class ProxyServer:
                 break
             await asyncio.sleep(0.01)
         for client in list(self.clients):
-            client.transport.close()
+            client.terminate()
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.route is not None:

@@ -292,9 +292,13 @@ class LocalProvider:
                     preexec_fn=functools.partial(die_with_parent, os.getpid()),
                     cwd=cfg.cwd or None,
                     env=env,
-                    # An app server's workers are its children: a group of their own is
-                    # stopped as one (the demo replica forks nothing).
-                    process_group=0 if custom else None,
+                    # A process group of its own, for every replica: the terminal's Ctrl-C
+                    # (SIGINT to the foreground group) is fastlb's to act on, not theirs.
+                    # Sharing fastlb's group, the replicas died at once, in-flight requests
+                    # failed while fastlb drained them, and each exit was logged as a death.
+                    # fastlb stops them itself (SIGTERM) once requests in flight are done.
+                    # An app server's workers are its children, stopped with it as a group.
+                    process_group=0,
                 )
             except BaseException:
                 output.close()

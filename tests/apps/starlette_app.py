@@ -3,7 +3,8 @@
 What any app fastlb balances might be: it knows nothing of fastlb but its name, from the
 environment ([replicas] env = { REPLICA_NAME = "{name}" }), which it puts in X-Served-By so
 the tests can see which replica answered. Its health route, /healthz, sends no X-Served-By, as
-most apps' do not. With FAIL_IF_EXISTS naming a file that exists, it fails at import, like an
+most apps' do not. Its WebSocket route, /ws, echoes each message and closes when sent `close`
+(tests/test_websocket.py). With FAIL_IF_EXISTS naming a file that exists, it fails at import, like an
 app deployed with a broken setting.
 """
 
@@ -14,7 +15,8 @@ import os
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 NAME = os.environ.get("REPLICA_NAME", "anonymous")
 _FAIL = os.environ.get("FAIL_IF_EXISTS", "")
@@ -30,4 +32,23 @@ async def healthz(request: Request) -> Response:
     return Response(status_code=204)
 
 
-app = Starlette(routes=[Route("/home", home), Route("/healthz", healthz, methods=["GET", "HEAD"])])
+async def ws_echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    try:
+        while True:
+            message = await websocket.receive_text()
+            if message == "close":
+                await websocket.close(code=4001)
+                return
+            await websocket.send_text(f"{NAME}: {message}")
+    except WebSocketDisconnect:
+        pass
+
+
+app = Starlette(
+    routes=[
+        Route("/home", home),
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        WebSocketRoute("/ws", ws_echo),
+    ]
+)

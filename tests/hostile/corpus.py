@@ -56,7 +56,9 @@ JUDGEMENT_CALLS: tuple[str, ...] = (
     "`Transfer-Encoding: identity` and `chunked;` -> 400 (final coding not exactly chunked); "
     "`identity, chunked`, `gzip, chunked` -> 501",
     "Connection itself, and the fields it names, must not reach the replica (checked in the "
-    "h2c, websocket, keep-alive cases); `Expect: 100-continue` must (HTTP/1.1)",
+    "h2c and keep-alive cases), except a WebSocket upgrade's `Connection: upgrade` and "
+    "`Upgrade: websocket` (issue 13: the one upgrade forwarded); `Expect: 100-continue` must "
+    "reach it (HTTP/1.1)",
     "Host: pct-encoded and sub-delims reg-names (`a%41`, `a!$&'()*+;=`) and `a:` are "
     "forwarded; `[xyz]` (not an IP literal) -> 400",
     "`//a/x?` is an origin-form path: forwarded as is; `OPTIONS *?` and `POST *` -> 400",
@@ -1347,8 +1349,35 @@ def _upgrade(b: _Builder) -> None:
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
             "Sec-WebSocket-Version: 13",
         ),
-        fwd(Seen(absent=("upgrade", "connection"))),
-        "RFC 9110 §7.8 (policy: Upgrade dropped)",
+        fwd(
+            Seen(
+                present=(
+                    ("upgrade", "websocket"),
+                    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                    ("sec-websocket-version", "13"),
+                )
+            )
+        ),
+        "RFC 6455 §4.1, RFC 9110 §7.8 (the one Upgrade forwarded; the recorder answers 200)",
+    )
+    b.add(
+        "websocket-upgrade-h2c-listed",
+        req("GET / HTTP/1.1", "Upgrade: h2c, websocket", "Connection: Upgrade, HTTP2-Settings",
+            "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA"),
+        fwd(Seen(present=(("upgrade", "websocket"),), absent=("http2-settings",))),
+        H2C + " (only websocket of the listed protocols goes on)",
+    )
+    b.add(
+        "websocket-upgrade-body",
+        post(b"hello", "Upgrade: websocket", "Connection: Upgrade", line="GET / HTTP/1.1"),
+        rej(400),
+        "RFC 6455 §4.1 (a tunnel request has no body: its bytes would be read two ways)",
+    )
+    b.add(
+        "websocket-upgrade-post",
+        post(b"hello", "Upgrade: websocket", "Connection: Upgrade"),
+        fwd(Seen("POST", body=b"hello", absent=("upgrade",))),
+        "RFC 6455 §4.1 (a WebSocket handshake is a GET: Upgrade dropped)",
     )
     b.add(
         "upgrade-post-body",

@@ -460,9 +460,9 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("routing", "classic_probe", '"cubic"', '"linear" or "quadratic"'),
     ("routing", "classic_hash", '"md5"', '"spec", "xxhash" or "fnv1a"'),
     ("routing", "classic_hash", "0", '"spec", "xxhash" or "fnv1a"'),
-    ("replicas", "provider", '"kubernetes"', '"local", "static" or "docker"'),
-    ("replicas", "provider", '"Docker"', '"local", "static" or "docker"'),
-    ("replicas", "provider", "1", '"local", "static" or "docker"'),
+    ("replicas", "provider", '"kubernetes"', '"local", "static", "docker" or "swarm"'),
+    ("replicas", "provider", '"Docker"', '"local", "static", "docker" or "swarm"'),
+    ("replicas", "provider", "1", '"local", "static", "docker" or "swarm"'),
     ("replicas", "count", "0", "an integer from 1 to 1000"),
     ("replicas", "count", "1001", "an integer from 1 to 1000"),
     ("replicas", "count", "2.5", "an integer from 1 to 1000"),
@@ -643,7 +643,7 @@ def test_bad_docker_value_names_file_table_and_key(key: str, value: str, expecte
         ),
         (
             '[replicas]\nprovider = "dokcer"\n',
-            'lb.toml: [replicas] provider: expected "local", "static" or "docker", got "dokcer" '
+            'lb.toml: [replicas] provider: expected "local", "static", "docker" or "swarm", got "dokcer" '
             '(did you mean "docker"?)',
         ),
         (
@@ -1351,13 +1351,13 @@ def test_docker_keys_need_the_docker_provider(key: str, provider: str) -> None:
         text = STATIC.replace("start_timeout = 20", setting)
     else:
         text = f"[replicas]\n{provider}{setting}\n"
-    assert error(text) == f'lb.toml: [replicas] {key}: only used with provider = "docker"'
+    assert error(text) == f'lb.toml: [replicas] {key}: only used with provider = "docker" or "swarm"'
 
 
 def test_docker_keys_are_refused_before_their_values_are_checked() -> None:
     """Without the docker provider the value does not matter: the key is the mistake."""
     assert error("[replicas]\nimage = 1\n") == (
-        'lb.toml: [replicas] image: only used with provider = "docker"'
+        'lb.toml: [replicas] image: only used with provider = "docker" or "swarm"'
     )
 
 
@@ -1760,7 +1760,7 @@ def test_command_keys_by_provider() -> None:
             "(fastlb starts nothing there)"
         )
     assert error("[replicas]\nport = 8000\n") == (
-        'lb.toml: [replicas] port: only used with provider = "docker"'
+        'lb.toml: [replicas] port: only used with provider = "docker" or "swarm"'
     )
     assert error('[replicas]\nprovider = "docker"\nport = 0\n') == (
         'lb.toml: [replicas] port: expected an integer from 1 to 65535, got 0'

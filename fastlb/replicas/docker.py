@@ -33,7 +33,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import docker
@@ -41,7 +41,14 @@ import docker.errors
 
 from fastlb.config import HealthConfig, ReplicasConfig
 from fastlb.errors import ReplicaError
-from fastlb.replicas.base import DEFAULT_CHECK, ExitCallback, HeartbeatCheck, Replica, heartbeat
+from fastlb.replicas.base import (
+    DEFAULT_CHECK,
+    ExitCallback,
+    HeartbeatCheck,
+    MoveCallback,
+    Replica,
+    heartbeat,
+)
 from fastlb.replicas.output import TAIL_LINES, last_words
 
 log = logging.getLogger("fastlb.replicas")
@@ -175,6 +182,15 @@ class DockerProvider:
         self._on_exit = callback
         if self._client is not None:  # connected already: watch from now on
             self._watch_events()
+
+    def on_move(self, callback: MoveCallback) -> None:
+        """Addresses change only through `start` here."""
+
+    def new_names(self, count: int, running: Sequence[str]) -> list[str] | None:
+        return None  # fastlb names its replicas
+
+    def removal(self, count: int, running: Sequence[str]) -> list[str] | None:
+        return None  # any replica may be stopped
 
     async def adopt(self) -> list[Replica]:
         """Take over the running containers of this cluster (a previous fastlb left them with

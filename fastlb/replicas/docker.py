@@ -292,10 +292,7 @@ class DockerProvider:
         return self._client
 
     def _unreachable(self, exc: BaseException) -> ReplicaError:
-        return ReplicaError(
-            f"cannot reach the Docker engine at {self._url}: {_reason(exc)}; start it "
-            "(e.g. `dockerd &`) or set [replicas] docker_url / DOCKER_HOST"
-        )
+        return unreachable(self._url, exc)
 
     def _new_client(self, version: str = "auto") -> Client:
         if self._config.docker_url:
@@ -638,6 +635,15 @@ class DockerProvider:
         log.warning("replica %s (container %s) exited with %s", name, cid[:12], code)
         if self._on_exit is not None:
             self._on_exit(name, f"container {cid[:12]} exited with {code}{words}")
+
+
+def unreachable(url: str, exc: BaseException) -> ReplicaError:
+    """The error for an engine that does not answer at `url`, with what to do about it (the
+    Docker and Swarm providers say it alike)."""
+    return ReplicaError(
+        f"cannot reach the Docker engine at {url}: {_reason(exc)}; start it "
+        "(e.g. `dockerd &`) or set [replicas] docker_url / DOCKER_HOST"
+    )
 
 
 def _reason(exc: BaseException) -> str:

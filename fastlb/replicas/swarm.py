@@ -71,7 +71,7 @@ from fastlb.replicas.base import (
     Replica,
     heartbeat,
 )
-from fastlb.replicas.docker import CLUSTER_LABEL, _reason
+from fastlb.replicas.docker import CLUSTER_LABEL, _reason, unreachable
 
 log = logging.getLogger("fastlb.replicas")
 
@@ -348,10 +348,7 @@ class SwarmProvider:
         return self._client
 
     def _unreachable(self, exc: BaseException) -> ReplicaError:
-        return ReplicaError(
-            f"cannot reach the Docker engine at {self._url}: {_reason(exc)}; start it "
-            "(e.g. `dockerd &`) or set [replicas] docker_url / DOCKER_HOST"
-        )
+        return unreachable(self._url, exc)
 
     def _sync_connect(self) -> tuple[Client, str]:
         try:

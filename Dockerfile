@@ -8,6 +8,10 @@ COPY fastlb/ /app/fastlb/
 COPY replica/ /app/replica/
 COPY conf/ /app/conf/
 EXPOSE 5000
+# fastlb answers /healthz itself: 200 while it can route to a replica, 503 when none is up.
+# python3 is in the base image (curl is not); it prints the answer (docker inspect shows it).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["python3", "-c", "import http.client as h; c = h.HTTPConnection('127.0.0.1', 5000, timeout=2); c.request('GET', '/healthz'); r = c.getresponse(); print(r.status, r.read().decode()); raise SystemExit(r.status != 200)"]
 # fastlb stops its replicas and drains requests on SIGTERM.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["python3", "-m", "fastlb"]

@@ -86,12 +86,14 @@ def key_stream(seed: int) -> list[bytes]:
 
 class SlottedReplica:
     """An HTTP server with `workers` slots: a request waits for a free one, holds it for
-    `service` seconds, then is answered with its name in X-Served-By (and /heartbeat too)."""
+    `service` seconds, then is answered with its name in X-Served-By. /heartbeat is answered
+    at once: 200, or 503 while `healthy` is False (tests/test_cluster.py flaps it)."""
 
-    def __init__(self, name: str, workers: int, service: float) -> None:
+    def __init__(self, name: str, workers: int = 1000, service: float = 0.0) -> None:
         self.name = name
         self.service = service
         self.slots = asyncio.Semaphore(workers)
+        self.healthy = True
         self.server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -99,14 +101,16 @@ class SlottedReplica:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        answer = (
-            b"HTTP/1.1 200 OK\r\nX-Served-By: " + self.name.encode()
-            + b"\r\nContent-Length: 2\r\n\r\nok"
-        )
+        served_by = b"\r\nX-Served-By: " + self.name.encode() + b"\r\nContent-Length: 2\r\n\r\n"
+        answer = b"HTTP/1.1 200 OK" + served_by + b"ok"
+        sick = b"HTTP/1.1 503 Unavailable" + served_by + b"no"
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                if not head.startswith(b"GET /heartbeat "):
+                if head.startswith(b"GET /heartbeat "):
+                    writer.write(answer if self.healthy else sick)
+                    continue
+                if self.service:
                     async with self.slots:
                         await asyncio.sleep(self.service)
                 writer.write(answer)

@@ -1,12 +1,17 @@
 """How fast fastlb notices a failed replica and has a replacement serving.
 
-    python -m bench.healing [--kills 5] [--stops 2] [--docker]
+    python -m bench.healing [--kills 5] [--stops 2] [--docker | --swarm]
 
 Runs a balancer in this process on real child replicas, and for each trial kills one replica
 (SIGKILL: the process is gone) or freezes it (SIGSTOP: a hung process that still accepts
 connections). It reports, per trial, the time from the signal to the replica leaving the
 routing (detection: its `Upstream.up` cleared, read when a request picks it) and to its
 replacement answering /home through the balancer.
+
+With --swarm the replicas are the tasks of a Swarm service (a swarm must be active): fastlb
+does not replace a task, Swarm does, in the same slot, and fastlb moves the member to the new
+task once it answers. Only kills are run there: a frozen task still runs as far as Swarm can
+tell, so Swarm never replaces it (fastlb takes it out of the routing, and that is all).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass, replace
 import uvloop
 
 from fastlb.app import Balancer
-from fastlb.config import Config, HealthConfig, ProxyConfig, ReplicasConfig
+from fastlb.config import Config, HealthConfig, ProxyConfig, ReplicasConfig, swarm_service
 
 POLL = 0.001
 
@@ -55,9 +60,30 @@ def signal_container(balancer: Balancer, name: str, sig: signal.Signals) -> None
     """Signal a Docker replica's container through the engine (the SDK, as fastlb does)."""
     import docker
 
+    from fastlb.replicas.docker import container_name
+
+    cluster = balancer.config.replicas.cluster
     client = docker.from_env()
     try:
-        client.containers.get(name).kill(signal=sig.name)
+        # The container's name carries its cluster (fastlb-bench-Server1 for Server1).
+        client.containers.get(container_name(cluster, name)).kill(signal=sig.name)
+    finally:
+        client.close()
+
+
+def signal_task(balancer: Balancer, name: str, sig: signal.Signals) -> None:
+    """Signal the container of a Swarm task (member `<service>.<slot>`) through the engine."""
+    import docker
+
+    service = name.rpartition(".")[0]
+    client = docker.from_env()
+    try:
+        filters = {"label": f"com.docker.swarm.service.name={service}", "status": "running"}
+        for container in client.containers.list(filters=filters):
+            if container.labels.get("com.docker.swarm.task.name", "").startswith(f"{name}."):
+                container.kill(signal=sig.name)
+                return
+        raise AssertionError(f"no running container of task {name}")
     finally:
         client.close()
 
@@ -73,6 +99,7 @@ async def trial(
     assert server is not None
     member = cluster.members[name]
     restarts = member.restarts
+    before = member.replica
     port = server.address[1]
     started = time.monotonic()
     sig = signal.SIGKILL if how == "kill" else signal.SIGSTOP
@@ -85,7 +112,9 @@ async def trial(
         picked = upstream is not None and upstream.up
         if not detected and not picked:
             detected = time.monotonic() - started
-        if detected and member.restarts > restarts and picked:
+        # Replaced by fastlb (a restart) or by the engine (a Swarm task moved to anew).
+        replaced = member.restarts > restarts or member.replica is not before
+        if detected and replaced and picked:
             # Up again on a new process: prove it serves its keys.
             key = _key_for(balancer, name)
             if await _home_from_key(port, key, name):
@@ -143,14 +172,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--stops", type=int, default=2)
-    parser.add_argument(
+    engines = parser.add_mutually_exclusive_group()
+    engines.add_argument(
         "--docker", action="store_true", help="Docker replicas (needs the engine and `make images`)"
+    )
+    engines.add_argument(
+        "--swarm", action="store_true",
+        help="the tasks of a Swarm service (needs an active swarm and `make images`); kills only",
     )
     args = parser.parse_args()
     cfg, send = config(), signal_process
     if args.docker:
         cfg = replace(cfg, replicas=ReplicasConfig(provider="docker", cluster="fastlb-bench"))
         send = signal_container
+    if args.swarm:
+        swarm = ReplicasConfig(provider="swarm", cluster="fastlb-bench", start_timeout=30.0)
+        names = tuple(f"{swarm_service(swarm.cluster)}.{slot}" for slot in (1, 2, 3))
+        cfg = replace(cfg, replicas=replace(swarm, names=names, count=len(names)))
+        send, args.stops = signal_task, 0
     trials = uvloop.run(run_trials(args.kills, args.stops, cfg, send))
     print("| signal | replica | detected ms | replacement serving ms |")
     print("|---|---|--:|--:|")

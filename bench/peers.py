@@ -268,6 +268,25 @@ def haproxy_bind_tls(tls: TlsFiles | None) -> str:
     return f" ssl crt {tls.combined} alpn http/1.1 ssl-min-ver TLSv1.2"
 
 
+def haproxy_cfg(
+    prefix: Path | str,
+    port: int,
+    backends: dict[str, int],
+    maxconn: int,
+    tls: TlsFiles | None = None,
+) -> str:
+    """conf/haproxy.cfg.tmpl filled in: over TLS with `tls`, plain HTTP without."""
+    return render_template(
+        "haproxy.cfg.tmpl",
+        prefix=prefix,
+        port=port,
+        maxconn=maxconn,
+        bind_tls=haproxy_bind_tls(tls),
+        proto="http" if tls is None else "https",
+        **{f"{name}_port": p for name, p in backends.items()},
+    )
+
+
 def _haproxy(
     prefix: Path, port: int, backends: dict[str, int], tls: bool = False, threads: int = 1
 ) -> tuple[list[str], str, str]:
@@ -275,15 +294,7 @@ def _haproxy(
     if binary is None:
         raise StartError("haproxy not found (apt-get install haproxy)")
     files = bench_certificate(prefix) if tls else None
-    conf = render_template(
-        "haproxy.cfg.tmpl",
-        prefix=prefix,
-        port=port,
-        maxconn=haproxy_maxconn(),
-        bind_tls=haproxy_bind_tls(files),
-        proto="http" if files is None else "https",
-        **{f"{name}_port": p for name, p in backends.items()},
-    )
+    conf = haproxy_cfg(prefix, port, backends, haproxy_maxconn(), files)
     if threads != 1:
         if "\n    nbthread 1\n" not in conf:
             raise StartError("conf/haproxy.cfg.tmpl has no `nbthread 1` to change")

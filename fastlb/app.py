@@ -8,6 +8,7 @@ interfaces (cli -> app -> proxy/control/replicas -> table/config/http).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -19,6 +20,7 @@ from fastlb.control.cluster import Cluster
 from fastlb.control.tables import TableBuilder
 from fastlb.errors import FastlbError
 from fastlb.observe.access import AccessLog
+from fastlb.observe.healthz import Healthz
 from fastlb.observe.metrics import Metrics
 from fastlb.observe.status import StatusPage
 from fastlb.proxy.server import ProxyServer
@@ -55,7 +57,7 @@ class Balancer:
         #: nowhere: it holds the route, the suspicion hook and the workers' summed counters).
         self.workers: WorkerPool | None = None
         self._stopping = asyncio.Event()
-        self.observers: list[Metrics | StatusPage] = []
+        self.observers: list[Metrics | StatusPage | Healthz] = []
         self._reloading: asyncio.Task[None] | None = None
         self._reload_again = False
 
@@ -95,9 +97,12 @@ class Balancer:
         # Admin and observability routes, served on the data port or on the admin listener.
         self.classic = ClassicAdmin(self.cluster, config.admin)
         routes = self.classic.routes()
-        self.observers = [Metrics(self), StatusPage(self)]
+        self.observers = [Metrics(self), StatusPage(self), Healthz(self)]
         for observer in self.observers:
             routes.update(observer.routes())
+        # [admin] prefix: all of fastlb's own routes move under it (the app gets the rest).
+        prefix = config.admin.prefix.encode()
+        routes = {prefix + path: handler for path, handler in routes.items()}
         on_data_port = config.admin.on_data_port
         self.server = ProxyServer(
             config.proxy,
@@ -117,7 +122,9 @@ class Balancer:
             await self.workers.start()
         else:
             if config.log.access:
-                self.server.access_log = AccessLog(config.log.access_file)
+                self.server.access_log = AccessLog(
+                    config.log.access_file, config.log.access_format
+                )
             await self._listen(self.server)
         if config.admin.listen is not None and not on_data_port:
             self.admin_server = ProxyServer(
@@ -159,9 +166,16 @@ class Balancer:
             self.workers.reconfigure(new)
         if self.classic is not None:
             self.classic.admin = new.admin
+        access = self.server.access_log if self.server is not None else None
+        if access is not None:
+            access.format = new.log.access_format
+            if new.log.access_file != access.path:
+                access.reopen(new.log.access_file)
+        if new.log.access != old.log.access:
+            log.warning("reload: [log] access changed; restart fastlb to switch the access log")
         if self.admin_server is not None:
             self.admin_server.reconfigure(new.proxy, new.routing.key)
-        for key in ("listen", "on_data_port", "socket"):
+        for key in ("listen", "on_data_port", "socket", "prefix"):
             if getattr(new.admin, key) != getattr(old.admin, key):
                 log.warning(
                     "reload: [admin] %s changed; restart fastlb to move the admin listener "
@@ -197,6 +211,12 @@ class Balancer:
         self._stopping.set()
 
     def request_reload(self) -> None:
+        # logrotate's SIGHUP: the access log file is opened again at once, whether or not the
+        # config file then reads well.
+        if self.server is not None and self.server.access_log is not None:
+            self.server.access_log.reopen()
+        if self.workers is not None:
+            self.workers.reopen_logs()  # each worker writes its own lines to the file
         # A SIGHUP during a reload is not lost: the file is read again once that one is done.
         self._reload_again = True
         if self._reloading is None or self._reloading.done():
@@ -236,8 +256,22 @@ class Balancer:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
-            await self.start()
-            await self._stopping.wait()
+            # A stop asked while replicas are still starting (Ctrl-C at a slow app's start)
+            # is not kept waiting for their start_timeout: the start is cancelled, and stop()
+            # ends the children already spawned.
+            starting = asyncio.ensure_future(self.start())
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                log.info("stopping before fastlb was serving")
+                return 0
+            if starting.exception() is not None:
+                stopping.cancel()
+                starting.result()  # a failed start raises its error here
+            await stopping
             log.info("stopping: draining requests in flight")
         finally:
             await self.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 import uvloop
@@ -37,6 +38,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Every log line: UTC time to the millisecond, level, message. UTC with a Z so that lines of
+#: machines in other zones sort together; journald and docker add their own stamps, which agree.
+LOG_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s fastlb: %(message)s"
+LOG_DATE = "%Y-%m-%dT%H:%M:%S"
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter(LOG_FORMAT, LOG_DATE)
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
 async def _serve(config: Config, path: str | None) -> int:
     return await Balancer(config, config_path=path).run()
 
@@ -67,11 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(f"{config.source}: ok")
         return 0
-    logging.basicConfig(
-        level=args.log_level.upper(), format="fastlb: %(message)s", stream=sys.stderr
-    )
+    setup_logging(args.log_level)
     try:
         return uvloop.run(_serve(config, args.config))
     except FastlbError as exc:
         print(f"fastlb: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the loop's SIGINT handler is in place
+        return 130

@@ -32,6 +32,7 @@ from typing import TypeGuard, TypeVar
 
 from fastlb.errors import ConfigError
 from fastlb.limits import (
+    ACCESS_FORMATS,
     CLASSIC_PROBES,
     DURATION_BUCKETS,
     KETAMA_MAX_WEIGHT,
@@ -47,6 +48,7 @@ from fastlb.limits import (
 __all__ = [
     "DEFAULT_REPLICA_PATHS",
     "MAX_REPLICAS",
+    "PROVIDERS",
     "AdminConfig",
     "Config",
     "ConfigError",
@@ -58,6 +60,7 @@ __all__ = [
     "default",
     "load",
     "parse",
+    "swarm_service",
 ]
 
 DEFAULT_REPLICA_PATHS = ("/home", "/heartbeat", "/neo", "/apod")
@@ -65,6 +68,10 @@ DEFAULT_REPLICA_PATHS = ("/home", "/heartbeat", "/neo", "/apod")
 # Far above any real deployment of this balancer, low enough that a typo (count = 30000) is
 # caught here rather than as thousands of child processes.
 MAX_REPLICAS = 1000
+
+#: Where replicas come from: child processes, replicas something else runs, Docker containers
+#: fastlb starts, the tasks of a Docker Swarm service fastlb creates or adopts.
+PROVIDERS = ("local", "static", "docker", "swarm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +137,7 @@ class ReplicaSpec:
 
 @dataclass(frozen=True, slots=True)
 class ReplicasConfig:
-    provider: str = "local"  # "local" | "static"
+    provider: str = "local"  # "local" | "static" | "docker" | "swarm"
     count: int = 3
     names: tuple[str, ...] = ("Server1", "Server2", "Server3")
     # (name, weight) overrides, in `names` order; others weigh 1. Weights of 1 are dropped, so
@@ -141,7 +148,7 @@ class ReplicasConfig:
     start_timeout: float = 10.0
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
-    # provider = "docker"
+    # provider = "docker" (and "swarm": the service's image, its cluster label, ...)
     image: str = "fastlb-replica:latest"
     cluster: str = "fastlb"  # value of the fastlb.cluster label: which containers are ours
     network: str = ""  # a user network to run replicas on, reached by name ("" = host ports)
@@ -167,6 +174,10 @@ class AdminConfig:
     socket: str = ""  # path of the admin unix socket ("" = none)
     max_replicas: int = 100
     drain_timeout: float = 10.0  # /rm and `drain`: how long in-flight requests may take
+    # Where fastlb's own HTTP routes live: "" puts /metrics, /status, /status.json, /healthz and
+    # the classic /rep /add /rm where the spec has them; "/_fastlb" moves them all under it, so
+    # an app's own /metrics or /status reaches the app.
+    prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +208,8 @@ class MetricsConfig:
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     access: bool = False  # one line per request, written from a buffer
-    access_file: str = ""  # where ("" = standard error)
+    access_file: str = ""  # where ("" = standard error); reopened on SIGHUP
+    access_format: str = "combined"  # nginx's combined format, or "json" (observe/access.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +335,15 @@ _REPLICAS_KEYS = (
     "log_dir",
     "port",
 )
-_ADMIN_KEYS = ("on_data_port", "listen", "token", "socket", "max_replicas", "drain_timeout")
+_ADMIN_KEYS = (
+    "on_data_port",
+    "listen",
+    "token",
+    "socket",
+    "max_replicas",
+    "drain_timeout",
+    "prefix",
+)
 _HEALTH_KEYS = (
     "interval",
     "timeout",
@@ -340,7 +360,7 @@ _HEALTH_KEYS = (
     "host",
 )
 _METRICS_KEYS = ("buckets",)
-_LOG_KEYS = ("access", "access_file")
+_LOG_KEYS = ("access", "access_file", "access_format")
 _STATIC_KEYS = ("name", "address", "weight")
 _TABLES: Mapping[str, tuple[str, ...]] = {
     "proxy": _PROXY_KEYS,
@@ -367,7 +387,16 @@ _STARTED_ONLY_KEYS = ("command", "env", *_CHILD_ONLY_KEYS)
 COMMAND_PLACEHOLDERS: Mapping[str, tuple[str, ...]] = {
     "local": ("host", "port", "name", "fd"),
     "docker": ("host", "port", "name"),
+    # One template for every task of a Swarm service: fastlb cannot fill in a task's name
+    # (the demo replica reads it from REPLICA_NAME, which Swarm fills from {{.Task.Slot}}).
+    "swarm": ("host", "port"),
 }
+
+
+def swarm_service(cluster: str) -> str:
+    """The Swarm service of a cluster: `fastlb-<cluster>`, or the cluster itself when it is
+    already called fastlb... (the rule of Docker replicas' container names)."""
+    return cluster if cluster.startswith("fastlb") else f"fastlb-{cluster}"
 
 
 # -------------------------------------------------------------------------------------------------
@@ -881,13 +910,13 @@ def _read_routing(table: _Table) -> RoutingConfig:
 
 def _read_replicas(table: _Table) -> ReplicasConfig:
     d = ReplicasConfig()
-    provider = table.get("provider", _choice(("local", "static", "docker")), d.provider)
+    provider = table.get("provider", _choice(PROVIDERS), d.provider)
     start_timeout = table.get("start_timeout", _POSITIVE_NUMBER, d.start_timeout)
     # Before the static branch: it reads only its own keys, so it would ignore these silently.
-    if provider != "docker":
+    if provider not in ("docker", "swarm"):
         for key in _DOCKER_ONLY_KEYS:
             if table.has(key):
-                raise table.error(key, 'only used with provider = "docker"')
+                raise table.error(key, 'only used with provider = "docker" or "swarm"')
     if provider == "static":
         for key in _STARTED_ONLY_KEYS:
             if table.has(key):
@@ -895,7 +924,7 @@ def _read_replicas(table: _Table) -> ReplicasConfig:
                     key, 'not used with provider = "static" (fastlb starts nothing there)'
                 )
         return _read_static_replicas(table, start_timeout)
-    if provider == "docker":
+    if provider in ("docker", "swarm"):
         for key in _CHILD_ONLY_KEYS:
             if table.has(key):
                 raise table.error(key, 'only used with provider = "local"')
@@ -905,7 +934,8 @@ def _read_replicas(table: _Table) -> ReplicasConfig:
             'entries are only used with provider = "static" '
             '(set provider = "static", or remove the [[replicas.static]] entries)',
         )
-    names = _local_names(table)
+    cluster = table.get("cluster", _replica_name, d.cluster)
+    names = _swarm_names(table, cluster) if provider == "swarm" else _local_names(table)
     command, env = _read_command(table, provider)
     return ReplicasConfig(
         provider=provider,
@@ -916,7 +946,7 @@ def _read_replicas(table: _Table) -> ReplicasConfig:
         latency_ms=table.get("latency_ms", _NON_NEGATIVE_NUMBER, d.latency_ms),
         jitter_ms=table.get("jitter_ms", _NON_NEGATIVE_NUMBER, d.jitter_ms),
         image=table.get("image", _docker_reference, d.image),
-        cluster=table.get("cluster", _replica_name, d.cluster),
+        cluster=cluster,
         network=table.get("network", _optional_name, d.network),
         stop_on_exit=table.get("stop_on_exit", _boolean, d.stop_on_exit),
         docker_url=table.get("docker_url", _text, d.docker_url),
@@ -1094,7 +1124,22 @@ def _read_admin(table: _Table, replicas: ReplicasConfig) -> AdminConfig:
         socket=table.get("socket", _text, d.socket),
         max_replicas=max_replicas,
         drain_timeout=table.get("drain_timeout", _POSITIVE_NUMBER, d.drain_timeout),
+        prefix=table.get("prefix", _admin_prefix, d.prefix),
     )
+
+
+#: One or more path segments of RFC 3986 pchar (3.3), none empty, no trailing "/".
+_PREFIX = re.compile(r"(?:/[A-Za-z0-9\-._~!$&'()*+,;=:@%]+)+")
+
+
+def _admin_prefix(value: object) -> str:
+    """The path fastlb's own routes move under: "" (where the spec has them) or segments such
+    as "/_fastlb". A request's path is compared whole, so a trailing "/", an empty segment,
+    a query or whitespace would make a prefix no request could ever reach."""
+    what = '"" or a path such as "/_fastlb" (no trailing "/", no "?", no spaces)'
+    if not isinstance(value, str) or (value and not _PREFIX.fullmatch(value)):
+        raise _expected(what, value)
+    return value
 
 
 def _read_health(table: _Table) -> HealthConfig:
@@ -1186,6 +1231,25 @@ def _host_header(value: object) -> str:
     elif not _is_host(host):
         raise _expected(what, value)
     return value
+
+
+def _swarm_names(table: _Table, cluster: str) -> tuple[str, ...]:
+    """A Swarm service's tasks are named by slot, `<service>.<slot>`: Swarm numbers them and
+    removes the highest slots when scaled down, so `names` could only be a promise it breaks."""
+    service = swarm_service(cluster)
+    if table.has("names"):
+        raise table.error(
+            "names",
+            f'not used with provider = "swarm" (Swarm names its tasks by slot: {service}.1, '
+            f"{service}.2, ...); set count",
+        )
+    count = table.get("count", _REPLICA_COUNT, ReplicasConfig().count)
+    names = tuple(f"{service}.{slot}" for slot in range(1, count + 1))
+    if any(not is_replica_name(name) for name in names):
+        raise table.error(
+            "cluster", f"expected a shorter cluster name: {names[-1]!r} is not {REPLICA_NAME_RULE}"
+        )
+    return names
 
 
 def _local_names(table: _Table) -> tuple[str, ...]:
@@ -1342,4 +1406,5 @@ def _read_log(table: _Table) -> LogConfig:
     return LogConfig(
         access=table.get("access", _boolean, d.access),
         access_file=table.get("access_file", _text, d.access_file),
+        access_format=table.get("access_format", _choice(ACCESS_FORMATS), d.access_format),
     )

@@ -108,6 +108,9 @@ class Worker:
             await self.start(message[1], message[2])
         elif kind == "config":
             self.reconfigure(message[1])
+        elif kind == "reopen":
+            if self.server is not None and self.server.access_log is not None:
+                self.server.access_log.reopen()
         elif kind == "stop":
             self.loop.create_task(self.stop(message[1]))
 
@@ -124,7 +127,7 @@ class Worker:
         server.balance_factor = config.routing.balance_factor
         server.on_suspect = lambda name: self.send(("suspect", name))
         if config.log.access:
-            server.access_log = AccessLog(config.log.access_file)
+            server.access_log = AccessLog(config.log.access_file, config.log.access_format)
         self.server = server
         try:
             await server.start()
@@ -145,6 +148,11 @@ class Worker:
             return
         server.reconfigure(config.proxy, config.routing.key)
         server.balance_factor = config.routing.balance_factor
+        access = server.access_log
+        if access is not None:  # as the main process does with one process (app.py)
+            access.format = config.log.access_format
+            if config.log.access_file != access.path:
+                access.reopen(config.log.access_file)
         if server.tls is not None and config.proxy.tls_cert:
             with contextlib.suppress(Exception):
                 server.tls = context_for(config)

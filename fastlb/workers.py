@@ -13,6 +13,7 @@ Messages, each one framed pickle (fastlb.control.tables.frame), main -> worker:
   ("route", generation, Table | None, [UpstreamSpec])   a route in place (None: table as before)
   ("up", [(name, up, weight)])            a health or weight change: the cheap channel
   ("config", Config)                      a reload
+  ("reopen",)                             SIGHUP: open the access log file again
   ("stats", ask)                          counters wanted
   ("local", ask, bytes)                   the answer to a relayed admin request
   ("stop", grace)                         drain within grace seconds, then exit
@@ -430,6 +431,11 @@ class WorkerPool:
             self._up_sent = state
             for slot in self.slots:
                 slot.send(("up", state))
+
+    def reopen_logs(self) -> None:
+        """logrotate's SIGHUP: every worker opens its access log file again, at once."""
+        for slot in self.slots:
+            slot.send(("reopen",))
 
     def reconfigure(self, config: Config) -> None:
         if config.proxy.workers != self.config.proxy.workers:

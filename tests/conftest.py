@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 BACKENDS = str(ROOT / "tests" / "backends.py")
+
+
+#: The access log's default line (fastlb/observe/access.py): nginx's combined format, then
+#: fastlb's replica, milliseconds and termination code.
+COMBINED = re.compile(
+    r'^(?P<ip>\S+) - - \[(?P<time>[^]]+)\] "(?P<request>[^"]*)" (?P<status>\S+) (?P<bytes>\S+) '
+    r'"(?P<referer>[^"]*)" "(?P<agent>[^"]*)" (?P<replica>\S+) (?P<ms>\S+) (?P<code>\S+)$'
+)
 
 
 def output_under_hash_seed(script: str, seed: str) -> str:

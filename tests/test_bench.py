@@ -26,7 +26,7 @@ from bench.peers import (
     REPO_ROOT,
     fastlb_toml,
     find_binary,
-    haproxy_bind_tls,
+    haproxy_cfg,
     haproxy_maxconn,
     render_template,
 )
@@ -373,15 +373,8 @@ def _ports() -> dict[str, int]:
 
 def _haproxy_cfg(prefix: Path, tls: TlsFiles | None = None) -> str:
     """conf/haproxy.cfg.tmpl filled as bench/peers.py fills it (over TLS with `tls`)."""
-    return render_template(
-        "haproxy.cfg.tmpl",
-        prefix=prefix,
-        port=20000,
-        maxconn=haproxy_maxconn(),
-        bind_tls=haproxy_bind_tls(tls),
-        proto="http" if tls is None else "https",
-        **_ports(),
-    )
+    ports = {f"{name}": 20001 + i for i, name in enumerate(BACKEND_NAMES)}
+    return haproxy_cfg(prefix, 20000, ports, haproxy_maxconn(), tls)
 
 
 def test_templates_fill_completely(tmp_path: Path) -> None:

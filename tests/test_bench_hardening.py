@@ -21,7 +21,7 @@ from bench.hardening import (
     nginx_config,
     select,
 )
-from bench.peers import StartError, fastlb_toml, render_template
+from bench.peers import StartError, fastlb_toml, haproxy_cfg, render_template
 from tests.hostile.corpus import CASES, Case
 from tests.hostile.exchange import Observation, Response
 
@@ -159,9 +159,7 @@ def test_config_edits_shorten_the_timeouts_of_the_real_templates() -> None:
     fastlb = fastlb_timeouts(fastlb_toml(5, "h11", ports))
     assert "[proxy]\nheader_timeout = 1.0\nbackend_timeout = 1.5\n" in fastlb
     haproxy = haproxy_timeouts(
-        render_template(
-            "haproxy.cfg.tmpl", prefix="/p", port=5, maxconn=9, b1_port=1, b2_port=2, b3_port=3
-        )
+        haproxy_cfg("/p", 5, {"b1": 1, "b2": 2, "b3": 3}, maxconn=9)
     )
     assert "timeout http-request 1s" in haproxy and "timeout client 1s" in haproxy
     nginx = nginx_config(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.peers import REPO_ROOT, fastlb_toml, find_binary, render_template
+from bench.peers import REPO_ROOT, fastlb_toml, find_binary, haproxy_cfg
 from bench.slowloris import (
     KINDS,
     AttackConn,
@@ -76,8 +76,7 @@ def test_the_config_edits_find_what_they_change() -> None:
     fastlb = fastlb_config(fastlb_toml(5000, "httptools", {"b1": 1, "b2": 2, "b3": 3}))
     assert 'key = "request_id"' in fastlb and "timeout" not in fastlb
     haproxy = haproxy_config(
-        render_template("haproxy.cfg.tmpl", prefix="/p", port=1, maxconn=512, b1_port=2,
-                        b2_port=3, b3_port=4)
+        haproxy_cfg("/p", 1, {"b1": 2, "b2": 3, "b3": 4}, maxconn=512)
     )
     assert "timeout http-keep-alive 60s" in haproxy
     assert "balance roundrobin" in haproxy and "balance uri" not in haproxy

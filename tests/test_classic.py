@@ -14,7 +14,7 @@ from fastlb.config import AdminConfig
 from fastlb.control.classic import BadRequest, ClassicAdmin, parse_body
 from fastlb.http.parsers import make_head_parser
 from fastlb.proxy.client import LocalRequest
-from tests.conftest import Fastlb, http_get, run_load
+from tests.conftest import Backend, Fastlb, http_get, run_load, static_config, wait_for
 
 StartFastlb = Callable[[str], Fastlb]
 CONFIG = '[proxy]\nlisten = "127.0.0.1:{port}"\n[admin]\nmax_replicas = 8\ndrain_timeout = 2\n'
@@ -199,6 +199,45 @@ def test_admin_routes_can_move_off_the_data_port(start_fastlb: StartFastlb) -> N
     status, _, body = http_get(admin_port, "/rep")
     assert status == 200 and json.loads(body)["message"]["N"] == 3
     assert http_get(admin_port, "/home")[0] == 404
+
+
+def test_admin_prefix_gives_the_app_its_own_metrics_and_status(
+    start_fastlb: StartFastlb, start_backend: Callable[..., Backend]
+) -> None:
+    # [admin] prefix moves every route of fastlb's own under it; the same paths at the root
+    # are the app's, forwarded to it like any other.
+    app = start_backend("echo", name="app")
+    cfg = static_config(0, [("app", app.port)]).replace(":0", ":{port}")
+    lb = start_fastlb(cfg + '[admin]\nprefix = "/_fastlb"\n')
+    own = ["/metrics", "/status", "/status.json", "/healthz", "/rep", "/add", "/rm"]
+    for path in own:
+        status, headers, body = http_get(lb.port, path)
+        assert status == 200 and headers.get("x-served-by") == "app", (path, status)
+        assert json.loads(body)["target"] == path
+    wait_for(lambda: http_get(lb.port, "/_fastlb/healthz")[0] == 200, 10, "the app up")
+    checks = {
+        "/_fastlb/metrics": b"fastlb_requests_total",
+        "/_fastlb/status": b"<html",
+        "/_fastlb/status.json": b'"replicas"',
+        "/_fastlb/healthz": b'"up": 1',
+        "/_fastlb/rep": b'"replicas": ["app"]',
+    }
+    for path, marker in checks.items():
+        status, headers, body = http_get(lb.port, path)
+        assert status == 200 and "x-served-by" not in headers and marker in body, (path, body)
+    status, body = call(lb, "POST", "/add", {"n": 1})  # the app's own /add
+    assert status == 200 and json.loads(body)["method"] == "POST", body
+    status, body = call(lb, "GET", "/_fastlb/add")
+    assert status == 405, body  # fastlb's route, which takes POST
+    # Nothing under the prefix reached the app.
+    assert not [line for line in app.requests() if "/_fastlb" in line], app.requests()
+
+
+def test_default_prefix_keeps_the_spec_routes_at_the_root(lb: Fastlb) -> None:
+    for path in ("/rep", "/metrics", "/status", "/status.json", "/healthz"):
+        status, headers, _ = http_get(lb.port, path)
+        assert status in (200, 503) and "x-served-by" not in headers, (path, status)
+    assert http_get(lb.port, "/_fastlb/rep")[0] == 400  # not a path of the demo replica's
 
 
 # ------------------------------------------------------------------ model-based

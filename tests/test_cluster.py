@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from bench.bounded import SlottedReplica
 from bench.healing import run_trials
 from fastlb.app import Balancer
 from fastlb.config import Config, HealthConfig, ProxyConfig, ReplicasConfig, ReplicaSpec
@@ -290,43 +291,11 @@ def test_a_static_replica_that_fails_is_down_not_replaced(tmp_path: Path) -> Non
     assert "down Far" in while_down
     kinds = {event.split()[0] for event in events}
     assert not kinds & {"replaced", "crash-loop", "restart-failed"}, events
-    assert events[-1] == "up Far" and restarts == 0
+    # Back by itself, and how long it was away (fastlb_replica_recovery_seconds).
+    assert events[-2:] == ["up Far", "recovered Far"] and restarts == 0
 
 
 # ------------------------------------------------------------- health read at the pick
-class Flappy:
-    """A replica on a real socket in the test's own loop, whose heartbeat answers 200 or 503
-    as the test says (`healthy`); every other request is answered 200 with its name."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.healthy = True
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                beat = head.startswith(b"GET /heartbeat ")
-                status = b"503 Unavailable" if beat and not self.healthy else b"200 OK"
-                writer.write(
-                    b"HTTP/1.1 " + status + b"\r\nX-Served-By: " + self.name.encode()
-                    + b"\r\nContent-Length: 0\r\n\r\n"
-                )
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-
 async def served_by(port: int, keys: list[bytes]) -> list[str]:
     """Who served each key, through the balancer (one kept-alive connection)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -336,6 +305,7 @@ async def served_by(port: int, keys: list[bytes]) -> list[str]:
             writer.write(b"GET /home HTTP/1.1\r\nHost: t\r\nX-Request-ID: " + key + b"\r\n\r\n")
             head = await reader.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200 "), head
+            await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
             seen.append(head.split(b"X-Served-By: ", 1)[1].split(b"\r\n", 1)[0].decode())
     finally:
         writer.close()
@@ -352,7 +322,7 @@ def test_a_health_flap_moves_only_that_replicas_keys_and_builds_no_table() -> No
     keys = [b"%d" % i for i in range(100_000, 102_000)]
 
     async def scenario() -> tuple[int, int, int, list[str], list[str], list[str]]:
-        replicas = [Flappy(f"R{i}") for i in range(10)]
+        replicas = [SlottedReplica(f"R{i}") for i in range(10)]
         ports = [await r.start() for r in replicas]
         config = Config(
             proxy=ProxyConfig(port=0),

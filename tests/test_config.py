@@ -238,6 +238,7 @@ def test_every_key_is_read() -> None:
         socket = "/run/fastlb/admin.sock"
         max_replicas = 50
         drain_timeout = 4
+        prefix = "/_fastlb"
 
         [health]
         interval = 1
@@ -260,6 +261,7 @@ def test_every_key_is_read() -> None:
         [log]
         access = true
         access_file = "/var/log/fastlb/access.log"
+        access_format = "json"
         """
     )
     assert cfg == Config(
@@ -318,6 +320,7 @@ def test_every_key_is_read() -> None:
             socket="/run/fastlb/admin.sock",
             max_replicas=50,
             drain_timeout=4.0,
+            prefix="/_fastlb",
         ),
         health=HealthConfig(
             interval=1.0,
@@ -335,7 +338,9 @@ def test_every_key_is_read() -> None:
             host="app.internal",
         ),
         metrics=MetricsConfig(buckets=(0.001, 0.5, 3.0)),
-        log=LogConfig(access=True, access_file="/var/log/fastlb/access.log"),
+        log=LogConfig(
+            access=True, access_file="/var/log/fastlb/access.log", access_format="json"
+        ),
     )
     defaults = default()
     for part in PARTS:
@@ -462,9 +467,9 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("routing", "classic_probe", '"cubic"', '"linear" or "quadratic"'),
     ("routing", "classic_hash", '"md5"', '"spec", "xxhash" or "fnv1a"'),
     ("routing", "classic_hash", "0", '"spec", "xxhash" or "fnv1a"'),
-    ("replicas", "provider", '"kubernetes"', '"local", "static" or "docker"'),
-    ("replicas", "provider", '"Docker"', '"local", "static" or "docker"'),
-    ("replicas", "provider", "1", '"local", "static" or "docker"'),
+    ("replicas", "provider", '"kubernetes"', '"local", "static", "docker" or "swarm"'),
+    ("replicas", "provider", '"Docker"', '"local", "static", "docker" or "swarm"'),
+    ("replicas", "provider", "1", '"local", "static", "docker" or "swarm"'),
     ("replicas", "count", "0", "an integer from 1 to 1000"),
     ("replicas", "count", "1001", "an integer from 1 to 1000"),
     ("replicas", "count", "2.5", "an integer from 1 to 1000"),
@@ -645,7 +650,7 @@ def test_bad_docker_value_names_file_table_and_key(key: str, value: str, expecte
         ),
         (
             '[replicas]\nprovider = "dokcer"\n',
-            'lb.toml: [replicas] provider: expected "local", "static" or "docker", got "dokcer" '
+            'lb.toml: [replicas] provider: expected "local", "static", "docker" or "swarm", got "dokcer" '
             '(did you mean "docker"?)',
         ),
         (
@@ -796,7 +801,7 @@ def test_composite_maglev_sizes_are_refused(size: int) -> None:
         (
             "[admin]\nport = 5001\n",
             "lb.toml: [admin] port: unknown key "
-            "(known keys: on_data_port, listen, token, socket, max_replicas, drain_timeout)",
+            "(known keys: on_data_port, listen, token, socket, max_replicas, drain_timeout, prefix)",
         ),
         (
             "[health]\nintervall = 1\n",
@@ -1353,13 +1358,13 @@ def test_docker_keys_need_the_docker_provider(key: str, provider: str) -> None:
         text = STATIC.replace("start_timeout = 20", setting)
     else:
         text = f"[replicas]\n{provider}{setting}\n"
-    assert error(text) == f'lb.toml: [replicas] {key}: only used with provider = "docker"'
+    assert error(text) == f'lb.toml: [replicas] {key}: only used with provider = "docker" or "swarm"'
 
 
 def test_docker_keys_are_refused_before_their_values_are_checked() -> None:
     """Without the docker provider the value does not matter: the key is the mistake."""
     assert error("[replicas]\nimage = 1\n") == (
-        'lb.toml: [replicas] image: only used with provider = "docker"'
+        'lb.toml: [replicas] image: only used with provider = "docker" or "swarm"'
     )
 
 
@@ -1640,12 +1645,38 @@ def test_a_key_that_needs_another_names_the_missing_one() -> None:
         ("[metrics]\nbuckets = [0, 1]\n", "lb.toml: [metrics] buckets[0]: expected a positive number"),
         ("[log]\naccess = 1\n", "lb.toml: [log] access: expected"),
         ("[log]\naccess_file = 3\n", "lb.toml: [log] access_file: expected a string"),
+        (
+            '[log]\naccess_format = "jsn"\n',
+            'lb.toml: [log] access_format: expected "combined" or "json", got "jsn" (did you '
+            'mean "json"?)',
+        ),
+        ("[log]\naccess_format = 1\n", 'lb.toml: [log] access_format: expected "combined" or'),
     ],
 )
 def test_metrics_and_log_values(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse(text)
     assert str(info.value).startswith(message), str(info.value)
+
+
+@pytest.mark.parametrize("prefix", ["", "/_fastlb", "/ops/lb", "/a.b~c:1@x"])
+def test_admin_prefix_values(prefix: str) -> None:
+    assert parse(f'[admin]\nprefix = "{prefix}"\n').admin.prefix == prefix
+
+
+@pytest.mark.parametrize("prefix", ["/", "_fastlb", "/_fastlb/", "/a//b", "/a b", "/a?x", "/a#b", 1])
+def test_admin_prefix_that_no_request_could_reach(prefix: object) -> None:
+    shown = f'"{prefix}"' if isinstance(prefix, str) else str(prefix)
+    with pytest.raises(ConfigError) as info:
+        parse(f"[admin]\nprefix = {shown}\n")
+    assert str(info.value) == (
+        'lb.toml: [admin] prefix: expected "" or a path such as "/_fastlb" (no trailing "/", '
+        f'no "?", no spaces), got {shown}'
+    )
+
+
+def test_access_log_defaults_to_nginx_combined() -> None:
+    assert parse("[log]\naccess = true\n").log.access_format == "combined"
 
 
 # --- your own app as replicas: command, env, cwd, log_dir; the heartbeat -------------------------
@@ -1736,7 +1767,7 @@ def test_command_keys_by_provider() -> None:
             "(fastlb starts nothing there)"
         )
     assert error("[replicas]\nport = 8000\n") == (
-        'lb.toml: [replicas] port: only used with provider = "docker"'
+        'lb.toml: [replicas] port: only used with provider = "docker" or "swarm"'
     )
     assert error('[replicas]\nprovider = "docker"\nport = 0\n') == (
         'lb.toml: [replicas] port: expected an integer from 1 to 65535, got 0'

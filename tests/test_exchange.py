@@ -23,7 +23,7 @@ from fastlb.config import default
 from fastlb.http.response import ResponseReader
 from fastlb.http.rewrite import forwarded_lines
 from fastlb.maglev import MaglevTable
-from fastlb.observe.access import AccessLog
+from fastlb.observe.access import AccessLog, Entry
 from fastlb.proxy import exchange as ex
 from fastlb.proxy.exchange import Exchange, LocalHandler, LocalRequest, Recorder
 from fastlb.proxy.server import ProxyServer
@@ -35,16 +35,16 @@ OK_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 
 
 class Lines(AccessLog):
-    """The access log's lines, kept in a list (AccessLog writes them by a timer)."""
+    """The access log's entries, kept in a list (AccessLog formats and writes them by a timer)."""
 
     def __init__(self) -> None:
-        self.lines: list[bytes] = []
+        self.lines: list[Entry] = []
 
-    def add(self, line: bytes) -> None:
-        self.lines.append(line)
+    def add(self, entry: Entry) -> None:
+        self.lines.append(entry)
 
     def codes(self) -> list[str]:
-        return [line.split()[-1].decode() for line in self.lines]
+        return [entry[7].decode() for entry in self.lines]
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +260,7 @@ def test_bad_path_keeps_the_connection_and_serves_what_follows(
     assert r.client().endswith(OK_RESPONSE) and not r.port.closed
     assert r.outcomes() == ["BAD_PATH", "OK"] and r.log.codes() == ["bad-path", "-"]
     assert r.server.rejected == 1 and r.server.own_responses == {400: 1}
-    assert r.log.lines[0].split()[3] == b"-"
+    assert r.log.lines[0][3] == b"-"  # no replica
 
 
 def test_bad_path_with_a_body_closes(loop: asyncio.AbstractEventLoop) -> None:
@@ -399,7 +399,7 @@ def test_bad_chunk(loop: asyncio.AbstractEventLoop) -> None:
     r.machine.replica_data(b"zz\r\n")
     assert r.client().endswith(b"hello\r\n") and r.port.closed
     assert r.outcomes() == ["BAD_CHUNK"] and r.log.codes() == ["bad-chunk"]
-    assert r.log.lines[0].split()[4] == b"200" and upstream.failures == 1
+    assert r.log.lines[0][4] == 200 and upstream.failures == 1
 
 
 def test_cut(loop: asyncio.AbstractEventLoop) -> None:
@@ -754,8 +754,9 @@ def test_a_close_from_the_client_ends_the_tunnel(loop: asyncio.AbstractEventLoop
         r.machine.client_lost()
     assert r.outcomes() == ["TUNNEL_CLIENT"] and r.log.codes() == ["tunnel-client"]
     assert r.port.events[-2:] == ["release close", "close"]  # never pooled
-    line = r.log.lines[0].split()
-    assert line[1:6] == [b"GET", b"/chat", upstream.name.encode(), b"101", b"3"], line
+    _, _, head, replica, status, length, _, _ = r.log.lines[0]
+    assert head is not None and (head.method, head.target) == (b"GET", b"/chat")
+    assert (replica, status, length) == (upstream.name.encode(), 101, 3), r.log.lines[0]
     assert r.server.tunnels_open == 0 and upstream.active == 0 and upstream.failures == 0
     assert r.machine.state_name() == "CLOSED/RESP_NONE"
     r.machine.client_lost()  # the shell's connection_lost after fastlb's close: nothing more

@@ -110,7 +110,7 @@ def test_every_family_is_exported_with_values_that_match_the_traffic(
     for replica, served in result.served.items():
         buckets = values(duration, "fastlb_request_duration_seconds_bucket", replica=replica)
         counts = [v for _, v in sorted(buckets.items(), key=lambda kv: float(kv[0][0]))]
-        assert list(buckets)[-1] == ("+Inf",) and len(counts) == 15  # 14 bounds and +Inf
+        assert list(buckets)[-1] == ("+Inf",) and len(counts) == 17  # 16 bounds and +Inf
         assert counts == sorted(counts), "buckets must be cumulative"
         assert counts[-1] == served
         assert by_replica(duration, "fastlb_request_duration_seconds_count")[replica] == served
@@ -220,7 +220,7 @@ def test_scrape_output_does_not_grow_with_requests() -> None:
     before, after = uvloop.run(scenario())
     assert len(after) == len(before), set(after) ^ set(before)
     assert after == before
-    # Per replica: one requests_total per code seen, 15 buckets + sum + count, and the gauges.
+    # Per replica: one requests_total per code seen, 17 buckets + sum + count, and the gauges.
     assert len(before) < 150
 
 

@@ -5,8 +5,10 @@ Each test runs with both parsers where the parser could matter (`http` parameter
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
+import signal
 import socket
 import socketserver
 import struct
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import (
+    COMBINED,
     Backend,
     Fastlb,
     free_port,
@@ -25,6 +28,7 @@ from tests.conftest import (
     raw_exchange,
     read_response,
     static_config,
+    wait_for,
 )
 
 StartFastlb = Callable[[str], Fastlb]
@@ -536,30 +540,85 @@ def test_slow_reader_of_a_100mb_response_keeps_rss_flat(
     assert peak - base < 16 * 1024, f"RSS grew by {peak - base} KiB"
 
 
-def test_access_log_lines(start_fastlb: StartFastlb, echo: Backend, tmp_path: Path) -> None:
-    log = tmp_path / "access.log"
-    cfg = static_config(0, [("echo", echo.port)], paths=["/ok"]).replace(":0", ":{port}")
-    lb = start_fastlb(cfg + f'[log]\naccess = true\naccess_file = "{log}"\n')
-    assert lb.get("/ok?x=1")[0] == 200
-    assert lb.get("/missing")[0] == 400
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(log.read_text().splitlines() if log.exists() else []) < 2:
-        time.sleep(0.05)
-    first, second = log.read_text().splitlines()
-    ip, method, target, replica, status, size, ms, end = first.split()
-    assert (ip, method, target, replica, status) == ("127.0.0.1", "GET", "/ok?x=1", "echo", "200")
-    assert int(size) > 0 and float(ms) >= 0 and end == "-"
-    assert second.split()[1:5] == ["GET", "/missing", "-", "400"]
 
 
-def access_lines(log: Path, count: int) -> list[list[str]]:
-    """The access log's lines split in fields, once it has `count` (it is flushed by a timer)."""
+def wait_lines(log: Path, count: int) -> list[str]:
+    """The access log's lines, once it has `count` (it is flushed by a timer)."""
     deadline = time.monotonic() + 10
     while True:
         lines = log.read_text().splitlines() if log.exists() else []
         if len(lines) >= count or time.monotonic() > deadline:
-            return [line.split() for line in lines]
+            return lines
         time.sleep(0.05)
+
+
+def test_access_log_lines(start_fastlb: StartFastlb, echo: Backend, tmp_path: Path) -> None:
+    # The default format is nginx's combined one, which log tools read as it is.
+    log = tmp_path / "access.log"
+    cfg = static_config(0, [("echo", echo.port)], paths=["/ok"]).replace(":0", ":{port}")
+    lb = start_fastlb(cfg + f'[log]\naccess = true\naccess_file = "{log}"\n')
+    before = time.time()
+    agent = 'curl/8 "quoted" \\'
+    assert lb.get("/ok?x=1", {"User-Agent": agent, "Referer": "http://a/b"})[0] == 200
+    assert lb.get("/missing")[0] == 400
+    first, second = (COMBINED.match(line) for line in wait_lines(log, 2))
+    assert first is not None and second is not None, log.read_text()
+    assert first["ip"] == "127.0.0.1" and first["request"] == "GET /ok?x=1 HTTP/1.1"
+    assert (first["status"], first["replica"], first["code"]) == ("200", "echo", "-")
+    # A quote or backslash in a field cannot end it early (nginx's \xHH escaping).
+    assert first["agent"] == "curl/8 \\x22quoted\\x22 \\x5C", first["agent"]
+    assert first["referer"] == "http://a/b" and int(first["bytes"]) > 0 and float(first["ms"]) >= 0
+    stamp = datetime.datetime.strptime(first["time"], "%d/%b/%Y:%H:%M:%S %z").timestamp()
+    assert before - 1 <= stamp <= time.time() + 1
+    assert second["request"] == "GET /missing HTTP/1.1" and second["agent"] == "-"
+    assert (second["status"], second["replica"], second["referer"]) == ("400", "-", "-")
+
+
+def test_access_log_json_and_reopened_on_sighup(
+    start_fastlb: StartFastlb, echo: Backend, tmp_path: Path
+) -> None:
+    log = tmp_path / "access.log"
+    cfg = static_config(0, [("echo", echo.port)], paths=["/ok"]).replace(":0", ":{port}")
+    lb = start_fastlb(cfg + f'[log]\naccess = true\naccess_file = "{log}"\naccess_format = "json"\n')
+    assert lb.get("/ok?x=1")[0] == 200
+    (line,) = wait_lines(log, 1)
+    record = json.loads(line)
+    assert set(record) == {
+        "time", "client", "method", "target", "status", "bytes", "duration", "replica", "code"
+    }
+    assert (record["client"], record["method"], record["target"]) == ("127.0.0.1", "GET", "/ok?x=1")
+    assert (record["status"], record["replica"], record["code"]) == (200, "echo", None)
+    assert record["bytes"] > 0 and record["duration"] >= 0
+    stamp = datetime.datetime.fromisoformat(record["time"].replace("Z", "+00:00"))
+    assert abs(stamp.timestamp() - time.time()) < 10
+    # logrotate: move the file, SIGHUP; the next lines go to a new file under the old name.
+    log.rename(tmp_path / "access.log.1")
+    lb.proc.send_signal(signal.SIGHUP)
+    wait_for(log.exists, 5, "the access log opened again")
+    assert lb.get("/ok?y=2")[0] == 200
+    (line,) = wait_lines(log, 1)
+    assert json.loads(line)["target"] == "/ok?y=2"
+    assert len((tmp_path / "access.log.1").read_text().splitlines()) == 1
+
+
+
+def test_access_format_follows_a_reload(start_fastlb: StartFastlb, echo: Backend, tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    cfg = static_config(0, [("echo", echo.port)], paths=["/ok"]).replace(":0", ":{port}")
+    lb = start_fastlb(cfg + f'[log]\naccess = true\naccess_file = "{log}"\n')
+    assert lb.get("/ok?a")[0] == 200
+    (first,) = wait_lines(log, 1)
+    assert COMBINED.match(first), first
+    lb.config.write_text(lb.config.read_text() + 'access_format = "json"\n')
+    lb.proc.send_signal(signal.SIGHUP)
+
+    def json_now() -> bool:
+        lb.get("/ok?b")
+        lines = log.read_text().splitlines()
+        return lines[-1].startswith("{")
+
+    wait_for(json_now, 10, "JSON lines after the reload")
+    assert json.loads(log.read_text().splitlines()[-1])["target"] == "/ok?b"
 
 
 def test_access_log_has_refused_cut_and_aborted_exchanges(
@@ -586,9 +645,11 @@ def test_access_log_has_refused_cut_and_aborted_exchanges(
         sock.sendall(b"GET /gone HTTP/1.1\r\nHost: a\r\n\r\n")
         time.sleep(0.3)  # the request reaches the replica first
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    refused, cut = access_lines(logs["cut"], 2)
-    (aborted,) = access_lines(logs["hang"], 1)
-    assert refused[3:5] == ["-", "400"] and refused[-1] == "refused", refused
-    assert cut[1:5] == ["GET", "/cut", "cut", "200"] and cut[-1] == "replica-closed", cut
-    assert aborted[1:5] == ["GET", "/gone", "hang", "-"] and aborted[-1] == "client-aborted"
-    assert all(len(line) == 8 for line in (refused, cut, aborted))
+    refused, cut = (COMBINED.match(line) for line in wait_lines(logs["cut"], 2))
+    (aborted,) = (COMBINED.match(line) for line in wait_lines(logs["hang"], 1))
+    assert refused is not None and cut is not None and aborted is not None
+    assert (refused["replica"], refused["status"], refused["code"]) == ("-", "400", "refused")
+    assert cut["request"] == "GET /cut HTTP/1.1"
+    assert (cut["replica"], cut["status"], cut["code"]) == ("cut", "200", "replica-closed")
+    assert aborted["request"] == "GET /gone HTTP/1.1"
+    assert (aborted["replica"], aborted["status"], aborted["code"]) == ("hang", "-", "client-aborted")

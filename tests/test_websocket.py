@@ -14,6 +14,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -27,6 +28,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import (
+    COMBINED,
     PY,
     ROOT,
     Fastlb,
@@ -90,15 +92,17 @@ def tunnels_open(lb: Fastlb) -> float:
     return metrics(lb)["fastlb_tunnels_open"]
 
 
-def tunnel_lines(path: Path) -> list[list[str]]:
+def tunnel_lines(path: Path) -> list[re.Match[str]]:
     """The access log's lines of tunnels (status 101; /metrics scrapes are logged too)."""
     if not path.exists():
         return []
-    return [f for f in (line.split() for line in path.read_text().splitlines()) if f[4] == "101"]
+    lines = [COMBINED.match(line) for line in path.read_text().splitlines()]
+    assert all(lines), path.read_text()
+    return [m for m in lines if m is not None and m["status"] == "101"]
 
 
 def log_codes(path: Path) -> list[str]:
-    return [fields[-1] for fields in tunnel_lines(path)]
+    return [m["code"] for m in tunnel_lines(path)]
 
 
 @pytest.mark.parametrize("http", ["httptools", "h11"])
@@ -125,10 +129,10 @@ def test_echo_of_10000_messages(
     assert m["fastlb_tunnel_bytes_total:to_client"] > sent
     wait_for(lambda: bool(log_codes(access)), 5.0, "the access log line")
     (line,) = tunnel_lines(access)
-    assert line[1:5] == ["GET", "/chat", "ws", "101"]
+    assert (line["request"], line["replica"]) == ("GET /chat HTTP/1.1", "ws")
     # Closed by the replica after the close handshake (RFC 6455 §7.1.1: the server closes
     # the TCP connection first) or by the client: either is a normal end.
-    assert line[-1] in ("tunnel-replica", "tunnel-client")
+    assert line["code"] in ("tunnel-replica", "tunnel-client")
 
 
 def test_a_websocket_server_behind_fastlb_gets_only_the_websocket_upgrade(
@@ -417,7 +421,10 @@ def uvicorn_lb(procs: Processes, tmp_path: Path) -> Fastlb:
     log.close()
     wait_port(port, 60.0, proc)
     lb = Fastlb(proc, port, path)
-    wait_for(lambda: http_get(port, "/healthz")[0] == 204, 30.0, "the apps to be up")
+    # fastlb's own /healthz (the apps' /healthz is their heartbeat, asked of them directly).
+    wait_for(
+        lambda: json.loads(http_get(port, "/healthz")[2])["up"] == 3, 30.0, "the apps to be up"
+    )
     return lb
 
 

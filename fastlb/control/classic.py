@@ -12,7 +12,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-import random
 import re
 from collections.abc import Awaitable, Callable
 
@@ -152,5 +151,4 @@ class ClassicAdmin:
         for name in hostnames:
             if name not in current:
                 raise BadRequest(400, f"hostname {name!r} is not a replica")
-        others = [name for name in current if name not in hostnames]
-        await self.cluster.remove(hostnames + random.sample(others, n - len(hostnames)))
+        await self.cluster.remove(self.cluster.removal_names(n, hostnames))

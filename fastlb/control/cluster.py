@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -69,6 +70,13 @@ class Cluster:
         self.events = Events()
         self._tasks: set[asyncio.Task[None]] = set()
         self._weights = dict(config.replicas.weights)
+        #: When each member that fastlb does not replace (static, Swarm) went down, to tell
+        #: how long the engine took to bring it back (the `recovered` event and metrics).
+        self._down_at: dict[str, float] = {}
+        #: Members brought back by their engine (a Swarm task replaced in its slot, a static
+        #: replica answering again) and the seconds that took in all, for the metrics.
+        self.recoveries = 0
+        self.recovery_seconds = 0.0
         self.publisher = Publisher(self.members, tables, self._spawn)
         self.prober = Prober(self._health_config, self._health_changed)
         self.healer = Healer(
@@ -112,6 +120,7 @@ class Cluster:
     async def start(self) -> Route[Upstream] | None:
         """Adopt what is already running, start the rest; the first route (built inline)."""
         self.provider.on_exit(self._on_exit)
+        self.provider.on_move(self._on_move)
         for replica in await self.provider.adopt():
             member = self._new_member(replica.name)
             self._running(member, replica)
@@ -190,6 +199,7 @@ class Cluster:
     def _health_changed(self, member: Member) -> None:
         if member.health.state == DOWN:
             self.events.add("down", member.name, "heartbeats failed")
+            self._went_down(member)
             if member.upstream is not None:
                 member.upstream.close_idle()
             self.publisher.soon()
@@ -199,7 +209,21 @@ class Cluster:
             # good ones bring it back.
         elif member.health.state == UP:
             self.events.add("up", member.name)
+            self._recovered(member)
             self.publisher.soon()
+
+    def _went_down(self, member: Member) -> None:
+        if not self.provider.replaceable:
+            self._down_at.setdefault(member.name, time.monotonic())
+
+    def _recovered(self, member: Member) -> None:
+        """A member that fastlb does not replace is up again: how long it was away."""
+        since = self._down_at.pop(member.name, None)
+        if since is not None:
+            seconds = time.monotonic() - since
+            self.recoveries += 1
+            self.recovery_seconds += seconds
+            self.events.add("recovered", member.name, f"back {seconds:.3f} s after it went down")
 
     def _on_suspect(self, name: str) -> None:
         member = self.members.get(name)
@@ -212,10 +236,36 @@ class Cluster:
             return
         member.health.died()
         self.events.add("died", name, detail)
+        self._went_down(member)
         if member.upstream is not None:
             member.upstream.close_idle()
         self.publisher.soon()
-        self.healer.heal(member, delay=0.0)
+        if self.provider.replaceable:
+            self.healer.heal(member, delay=0.0)
+        # else (Swarm): the engine replaces the task itself, and `_on_move` routes the new one.
+
+    def _on_move(self, replica: Replica) -> None:
+        """The provider's engine runs `replica` at a new address under a member's name (Swarm
+        replaced a dead task in its slot, on a new port): the member moves there."""
+        member = self.members.get(replica.name)
+        if member is None or member.removed or self.healer.closing:
+            return
+        self._spawn(self._moved(member, replica))
+
+    async def _moved(self, member: Member, replica: Replica) -> None:
+        old = member.replica
+        if member.upstream is not None:
+            member.upstream.close_idle()
+        hc = self.config.health
+        member.health = Health(hc.rise, hc.fall)  # starting: routed after a good heartbeat
+        self._running(member, replica)
+        before = f"{old.host}:{old.port} -> " if old is not None else ""
+        self.events.add("moved", member.name, f"{before}{replica.host}:{replica.port}")
+        await self.prober.first([member])
+        if member.health.up and member.replica is replica:
+            self.events.add("up", member.name)
+            self._recovered(member)
+        self.publisher.soon()
 
     # ------------------------------------------------------------ control contract
     def replicas(self) -> list[ReplicaInfo]:
@@ -255,7 +305,14 @@ class Cluster:
         return table_info(route.table) if route is not None else None
 
     def check_new_names(self, names: list[str]) -> None:
-        """ControlError unless every name is valid, unused and the total stays allowed."""
+        """ControlError unless every name is valid, unused and the total stays allowed, and,
+        where the engine names replicas itself (Swarm slots), the names it will give."""
+        fixed = self.provider.new_names(len(names), list(self.members))
+        if fixed is not None and names != fixed:
+            raise ControlError(
+                f"the {self.config.replicas.provider} provider names new replicas itself: "
+                f"the next {len(names)} are {', '.join(fixed)}; ask for those (or for n alone)"
+            )
         seen: set[str] = set()
         for name in names:
             if not is_replica_name(name):
@@ -274,7 +331,11 @@ class Cluster:
             )
 
     def generated_names(self, count: int, taken: list[str]) -> list[str]:
-        """Names for replicas the caller did not name: the lowest free ServerK."""
+        """Names for replicas the caller did not name: the lowest free ServerK, or the ones
+        the engine will give them (Swarm's next slots)."""
+        fixed = self.provider.new_names(len(taken) + count, list(self.members))
+        if fixed is not None:
+            return [name for name in fixed if name not in taken][:count]
         used = set(self.members) | set(taken)
         names: list[str] = []
         k = 1
@@ -334,10 +395,31 @@ class Cluster:
             raise ControlError(f"hostname {name!r} is not a replica (replicas: {known})")
         return member
 
+    def removal_names(self, count: int, hostnames: list[str]) -> list[str]:
+        """What removing `count` replicas takes, `hostnames` among them: any others at random,
+        or, where the engine chooses (Swarm removes its highest slots), the ones it will."""
+        fixed = self.provider.removal(count, list(self.members))
+        if fixed is not None:
+            if not set(hostnames) <= set(fixed):
+                raise ControlError(self._removes_highest(fixed))
+            return fixed
+        others = [name for name in self.members if name not in hostnames]
+        return hostnames + random.sample(others, count - len(hostnames))
+
+    def _removes_highest(self, fixed: list[str]) -> str:
+        return (
+            f"the {self.config.replicas.provider} provider removes the highest slots when "
+            f"scaled down: removing {len(fixed)} takes {', '.join(fixed)}; ask for those "
+            "(or for n alone), or drain a replica to take it out of the routing"
+        )
+
     async def remove(self, names: list[str]) -> None:
         if len(set(names)) != len(names):
             raise ControlError("a hostname is listed twice")
         members = [self._known(name) for name in names]
+        fixed = self.provider.removal(len(names), list(self.members))
+        if fixed is not None and set(names) != set(fixed):
+            raise ControlError(self._removes_highest(fixed))
         for member in members:
             member.admin = DRAINING
         await self.publisher.publish()  # not picked any more; still in the table

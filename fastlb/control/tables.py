@@ -102,6 +102,11 @@ class TableBuilder:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
+            # Out of the terminal's process group: Ctrl-C is fastlb's to handle, and reached
+            # the worker blocked in its read as a KeyboardInterrupt traceback. It ends when
+            # its input does, or with fastlb (die_with_parent). A session of its own, as
+            # uvloop takes no process_group (setsid makes a group too).
+            start_new_session=True,
         )
 
     def _kill(self) -> None:

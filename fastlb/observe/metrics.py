@@ -305,6 +305,20 @@ class FastlbCollector(Collector):
         )
 
         yield CounterMetricFamily(
+            "fastlb_replica_recoveries",
+            "Replicas that fastlb does not replace brought back by their engine (a Swarm task "
+            "replaced in its slot) or by whoever runs them (static), up again.",
+            value=cluster.recoveries,
+        )
+        yield CounterMetricFamily(
+            "fastlb_replica_recovery_seconds",
+            "Seconds those replicas were away in all, from going down (death or failed "
+            "heartbeats) to up again; divided by fastlb_replica_recoveries, the mean time to "
+            "recovery.",
+            value=cluster.recovery_seconds,
+        )
+
+        yield CounterMetricFamily(
             "fastlb_heartbeats_skipped",
             "Heartbeats not sent because fastlb itself was out of descriptors (or buffers, "
             "memory, local ports); no replica's health was judged by them.",

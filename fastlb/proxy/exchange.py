@@ -1381,19 +1381,15 @@ class Exchange:
             self.port.close()
 
     def _log_access(self, replica: bytes, status: int, length: int, outcome: int) -> None:
-        """One access-log line (the format is in fastlb/observe/access.py); `length` is the
-        body's (< 0: chunked, close-delimited or unknown), `status` 0: none was sent."""
+        """One access-log entry: a tuple, formatted later by the log's batch writer
+        (fastlb/observe/access.py); `length` is the body's (< 0: chunked, close-delimited or
+        unknown), `status` 0: none was sent."""
         head = self.head
         access = self.server.access_log
         assert access is not None
-        elapsed = monotonic() - self.t0 if head is not None else 0.0
-        size = b"%d" % length if length >= 0 else b"-"
-        code = b"%d" % status if status else b"-"
-        method, target = (head.method, head.target) if head is not None else (b"-", b"-")
-        access.add(
-            b"%s %s %s %s %s %s %.3f %s\n"
-            % (self.ip, method, target, replica, code, size, elapsed * 1e3, _CODE[outcome])
-        )
+        now = monotonic()
+        elapsed = now - self.t0 if head is not None else 0.0
+        access.add((now, self.ip, head, replica, status, length, elapsed, _CODE[outcome]))
 
     # ------------------------------------------------------------ local (admin) routes
     def _local(self, handler: LocalHandler, head: RequestHead, rest: bytes) -> None:

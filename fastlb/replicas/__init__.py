@@ -5,6 +5,8 @@
 - `static`: replicas something else runs, listed in the config.
 - `docker`: replicas as Docker containers (imported only for provider = "docker", so the rest
   of fastlb runs without the Docker SDK).
+- `swarm`: replicas as the tasks of a Docker Swarm service fastlb creates or adopts and scales
+  (imported only for provider = "swarm").
 """
 
 from fastlb.config import HealthConfig, ReplicasConfig
@@ -33,4 +35,15 @@ def make_provider(config: ReplicasConfig, health: HealthConfig | None = None) ->
                 "pip install 'docker>=6'"
             ) from None
         return DockerProvider(config, health)
+    if config.provider == "swarm":
+        try:
+            from fastlb.replicas.swarm import SwarmProvider
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("docker", "requests"):
+                raise
+            raise ReplicaError(
+                f'provider = "swarm" needs the Docker SDK ({exc}); install it: '
+                "pip install 'docker>=6'"
+            ) from None
+        return SwarmProvider(config, health)
     raise ConfigError(f"[replicas] provider: unknown provider {config.provider!r}")

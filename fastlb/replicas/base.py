@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -15,6 +15,11 @@ if TYPE_CHECKING:
 #: Called with a replica's name and what is known of its end (its exit status, its last lines
 #: of output) the moment the provider sees it die on its own.
 ExitCallback = Callable[[str, str], None]
+
+#: Called with a replica the engine put at a new address under the same name (a Swarm task
+#: replaced in its slot, on a new port): the member moves there, as a static replica whose
+#: address changed in a reload does.
+MoveCallback = Callable[["Replica"], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,23 @@ class Provider(Protocol):
         """Register `callback(name, detail)`, run on the event loop as soon as a replica this
         provider started dies without being asked to (a process exit, a container's `die`
         event); `detail` says how it ended, with its last lines of output when they are known."""
+        ...
+
+    def on_move(self, callback: MoveCallback) -> None:
+        """Register `callback(replica)`, run on the event loop when the engine runs `replica`
+        (a name this provider started) at a new address on its own: Swarm replacing a dead
+        task in its slot. A no-op where fastlb itself starts every replica (local, Docker) or
+        runs none (static): there an address changes only through `start`."""
+        ...
+
+    def new_names(self, count: int, running: Sequence[str]) -> list[str] | None:
+        """The names the engine gives the next `count` replicas when it names them itself
+        (Swarm: the next slots, `<service>.<slot>`), or None when fastlb may choose any name."""
+        ...
+
+    def removal(self, count: int, running: Sequence[str]) -> list[str] | None:
+        """The replicas the engine takes away when scaled down by `count` (Swarm: the highest
+        slots), or None when fastlb may stop any of them."""
         ...
 
     async def adopt(self) -> list[Replica]:

@@ -33,7 +33,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import docker
@@ -41,7 +41,14 @@ import docker.errors
 
 from fastlb.config import HealthConfig, ReplicasConfig
 from fastlb.errors import ReplicaError
-from fastlb.replicas.base import DEFAULT_CHECK, ExitCallback, HeartbeatCheck, Replica, heartbeat
+from fastlb.replicas.base import (
+    DEFAULT_CHECK,
+    ExitCallback,
+    HeartbeatCheck,
+    MoveCallback,
+    Replica,
+    heartbeat,
+)
 from fastlb.replicas.output import TAIL_LINES, last_words
 
 log = logging.getLogger("fastlb.replicas")
@@ -176,6 +183,15 @@ class DockerProvider:
         if self._client is not None:  # connected already: watch from now on
             self._watch_events()
 
+    def on_move(self, callback: MoveCallback) -> None:
+        """Addresses change only through `start` here."""
+
+    def new_names(self, count: int, running: Sequence[str]) -> list[str] | None:
+        return None  # fastlb names its replicas
+
+    def removal(self, count: int, running: Sequence[str]) -> list[str] | None:
+        return None  # any replica may be stopped
+
     async def adopt(self) -> list[Replica]:
         """Take over the running containers of this cluster (a previous fastlb left them with
         stop_on_exit = false, or was killed before it could stop them) and remove the exited
@@ -276,10 +292,7 @@ class DockerProvider:
         return self._client
 
     def _unreachable(self, exc: BaseException) -> ReplicaError:
-        return ReplicaError(
-            f"cannot reach the Docker engine at {self._url}: {_reason(exc)}; start it "
-            "(e.g. `dockerd &`) or set [replicas] docker_url / DOCKER_HOST"
-        )
+        return unreachable(self._url, exc)
 
     def _new_client(self, version: str = "auto") -> Client:
         if self._config.docker_url:
@@ -622,6 +635,15 @@ class DockerProvider:
         log.warning("replica %s (container %s) exited with %s", name, cid[:12], code)
         if self._on_exit is not None:
             self._on_exit(name, f"container {cid[:12]} exited with {code}{words}")
+
+
+def unreachable(url: str, exc: BaseException) -> ReplicaError:
+    """The error for an engine that does not answer at `url`, with what to do about it (the
+    Docker and Swarm providers say it alike)."""
+    return ReplicaError(
+        f"cannot reach the Docker engine at {url}: {_reason(exc)}; start it "
+        "(e.g. `dockerd &`) or set [replicas] docker_url / DOCKER_HOST"
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -34,11 +34,19 @@ import socket
 import string
 import subprocess
 import sys
+from collections.abc import Sequence
 
 from fastlb.config import HealthConfig, ReplicasConfig
 from fastlb.errors import ReplicaError, own_resource_error
 from fastlb.lifetime import die_with_parent
-from fastlb.replicas.base import DEFAULT_CHECK, ExitCallback, HeartbeatCheck, Replica, probe
+from fastlb.replicas.base import (
+    DEFAULT_CHECK,
+    ExitCallback,
+    HeartbeatCheck,
+    MoveCallback,
+    Replica,
+    probe,
+)
 from fastlb.replicas.output import Output, file_sink, last_words, log_sink
 
 log = logging.getLogger("fastlb.replicas")
@@ -130,6 +138,15 @@ class LocalProvider:
 
     def on_exit(self, callback: ExitCallback) -> None:
         self._on_exit = callback
+
+    def on_move(self, callback: MoveCallback) -> None:
+        """Addresses change only through `start` here."""
+
+    def new_names(self, count: int, running: Sequence[str]) -> list[str] | None:
+        return None  # fastlb names its replicas
+
+    def removal(self, count: int, running: Sequence[str]) -> list[str] | None:
+        return None  # any replica may be stopped
 
     async def adopt(self) -> list[Replica]:
         """Children die with their parent, so there is never anything left to adopt."""
@@ -275,9 +292,13 @@ class LocalProvider:
                     preexec_fn=functools.partial(die_with_parent, os.getpid()),
                     cwd=cfg.cwd or None,
                     env=env,
-                    # An app server's workers are its children: a group of their own is
-                    # stopped as one (the demo replica forks nothing).
-                    process_group=0 if custom else None,
+                    # A process group of its own, for every replica: the terminal's Ctrl-C
+                    # (SIGINT to the foreground group) is fastlb's to act on, not theirs.
+                    # Sharing fastlb's group, the replicas died at once, in-flight requests
+                    # failed while fastlb drained them, and each exit was logged as a death.
+                    # fastlb stops them itself (SIGTERM) once requests in flight are done.
+                    # An app server's workers are its children, stopped with it as a group.
+                    process_group=0,
                 )
             except BaseException:
                 output.close()

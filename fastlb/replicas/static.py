@@ -3,9 +3,11 @@ fastlb balances them and never starts or stops them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastlb.config import HealthConfig, ReplicasConfig
 from fastlb.errors import ReplicaError
-from fastlb.replicas.base import ExitCallback, Replica
+from fastlb.replicas.base import ExitCallback, MoveCallback, Replica
 
 
 class StaticProvider:
@@ -25,6 +27,15 @@ class StaticProvider:
 
     def on_exit(self, callback: ExitCallback) -> None:
         """Static replicas are not ours: their failures show in heartbeats only."""
+
+    def on_move(self, callback: MoveCallback) -> None:
+        """Addresses change only through `start` here."""
+
+    def new_names(self, count: int, running: Sequence[str]) -> list[str] | None:
+        return None  # fastlb names its replicas
+
+    def removal(self, count: int, running: Sequence[str]) -> list[str] | None:
+        return None  # any replica may be stopped
 
     async def adopt(self) -> list[Replica]:
         return []

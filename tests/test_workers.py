@@ -386,3 +386,27 @@ def test_https_workers_with_the_admin_routes_on_their_own_listener(
     series = metrics(admin)
     assert served_totals(series) == 40
     assert all(series[f'fastlb_worker_requests_total{{worker="{w}"}}'] >= 5 for w in "01")
+
+
+def test_both_workers_write_the_access_log_and_reopen_it_on_sighup(
+    start_fastlb: StartFastlb, backends: list[Backend], tmp_path: Path
+) -> None:
+    log = tmp_path / "access.log"
+    lb = start_workers(
+        start_fastlb, config(backends, 2, f'[log]\naccess = true\naccess_file = "{log}"\n')
+    )
+    served_by(lb.port, [f"k{i}" for i in range(100)], per_connection=5)
+    wait_for(lambda: log.read_text().count("GET /k") == 100, 5.0, "100 lines")
+    rotated = tmp_path / "access.log.1"
+    log.rename(rotated)
+    lb.proc.send_signal(signal.SIGHUP)
+    wait_for(log.exists, 5.0, "the access log opened again")
+    time.sleep(0.3)  # every worker has had the message (one pipe write each)
+    before = metrics(lb.port)
+    served_by(lb.port, [f"r{i}" for i in range(100)], per_connection=5)
+    after = metrics(lb.port)
+    for w in "01":  # both wrote to the new file
+        name = f'fastlb_worker_requests_total{{worker="{w}"}}'
+        assert after[name] - before[name] >= 10
+    wait_for(lambda: log.read_text().count("GET /r") == 100, 5.0, "100 lines in the new file")
+    assert "GET /r" not in rotated.read_text()

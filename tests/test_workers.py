@@ -327,6 +327,7 @@ def test_admin_routes_answer_for_the_whole_balancer_through_either_worker(
         head, body = status_of(lb.port, "/status.json")
         assert head.startswith(b"HTTP/1.1 200"), head
         assert body.startswith(b"{")
+        assert status_of(lb.port, "/healthz")[0].startswith(b"HTTP/1.1 200")
     after = metrics(lb.port)
     for w in "01":
         name = f'fastlb_worker_requests_total{{worker="{w}"}}'

@@ -1238,25 +1238,27 @@ class Exchange:
             # are being read now, and P_BACKEND / P_PENDING referred to a replica connection
             # it no longer holds (its drain would never reach this client again).
             port.resume(P_PIPELINE | P_BACKEND | P_PENDING)
-        if self.pipelining:
-            # An own answer to a pipelined request, given while the loop below reads it: that
-            # loop reads the next one. Calling `_read_head` from here would recurse once per
-            # pipelined request, and 20,000 of them behind own answers (404s, 503s) overflow
-            # the stack (RecursionError from source, a segfault compiled).
-            return
-        self.pipelining = True
-        try:
-            while self.buf:
-                rest = self.buf
-                self.buf = b""
-                seq = self.seq
-                self._read_head(rest)
-                if self.seq == seq or self.req != IDLE:
-                    # A partial head (kept in buf), a refusal (closed), or an exchange that
-                    # goes on: nothing more to read now.
-                    break
-        finally:
-            self.pipelining = False
+        rest = self.buf
+        if rest:  # (nothing pipelined, the common case: no loop, no try)
+            if self.pipelining:
+                # An own answer to a pipelined request, given while the loop below reads it:
+                # that loop reads the next one. Calling `_read_head` from here would recurse
+                # once per pipelined request, and 20,000 of them behind own answers (404s,
+                # 503s) overflow the stack (RecursionError from source, a segfault compiled).
+                return
+            self.pipelining = True
+            try:
+                while rest:
+                    self.buf = b""
+                    seq = self.seq
+                    self._read_head(rest)
+                    if self.seq == seq or self.req != IDLE:
+                        # A partial head (kept in buf), a refusal (closed), or an exchange
+                        # that goes on: nothing more to read now.
+                        break
+                    rest = self.buf
+            finally:
+                self.pipelining = False
         if self.eof and self.req == IDLE:
             self._close()  # half-closed, and what it sent last is no whole request head
 

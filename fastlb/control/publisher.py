@@ -100,7 +100,6 @@ class Publisher:
             if self._done >= wanted:
                 return
             generation = self._wanted
-            self.mark()
             current = self.route
             routing = self.tables.routing
             inputs = table_inputs(routing)

@@ -28,22 +28,23 @@ def make_provider(config: ReplicasConfig, health: HealthConfig | None = None) ->
         try:
             from fastlb.replicas.docker import DockerProvider
         except ModuleNotFoundError as exc:
-            if exc.name not in ("docker", "requests"):
-                raise
-            raise ReplicaError(
-                f'provider = "docker" needs the Docker SDK ({exc}); install it: '
-                "pip install 'docker>=6'"
-            ) from None
+            raise _without_sdk(config.provider, exc) from None
         return DockerProvider(config, health)
     if config.provider == "swarm":
         try:
             from fastlb.replicas.swarm import SwarmProvider
         except ModuleNotFoundError as exc:
-            if exc.name not in ("docker", "requests"):
-                raise
-            raise ReplicaError(
-                f'provider = "swarm" needs the Docker SDK ({exc}); install it: '
-                "pip install 'docker>=6'"
-            ) from None
+            raise _without_sdk(config.provider, exc) from None
         return SwarmProvider(config, health)
     raise ConfigError(f"[replicas] provider: unknown provider {config.provider!r}")
+
+
+def _without_sdk(provider: str, exc: ModuleNotFoundError) -> BaseException:
+    """What to say when an engine provider's import fails: the Docker SDK is missing (or the
+    import failed for another reason, which is passed on as it was)."""
+    if exc.name not in ("docker", "requests"):
+        return exc
+    return ReplicaError(
+        f'provider = "{provider}" needs the Docker SDK ({exc}); install it: '
+        "pip install 'docker>=6'"
+    )
